@@ -1,0 +1,254 @@
+"""`@net`: models as functions with parameters, traced into graphs; `params` and model paths.
+
+A model is an object whose type was decorated with `@net` (or a function wrapped by `net`).
+Calling it while a trace is active inlines its forward function into the trace, under a model
+frame (type name and attribute path) so errors and `shapes` can point at it. Calling it on
+concrete arrays traces it once per input signature and runs the graph on the built-in NumPy
+executor, so a model's direct call and every backend run the very same graph.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+
+import numpy as np
+
+from ._core import current_trace
+from ._errors import FluxError
+from ._param import Param, epoch, param
+from ._source import ModelCall
+
+__all__ = ["net", "params", "is_model", "model_paths", "field_names"]
+
+_COMPILED = "_flux_compiled"
+
+
+def is_model(obj) -> bool:
+    """True for instances of `@net` classes and for `net`-wrapped functions."""
+    return getattr(type(obj), "__flux_model__", False)
+
+
+def field_names(obj) -> list[str]:
+    """The fields of a model in declaration order, then any other public attributes it set."""
+    names = list(getattr(type(obj), "__flux_fields__", ()))
+    for name in vars(obj):
+        if not name.startswith("_") and name not in names:
+            names.append(name)
+    return names
+
+
+def _children(obj):
+    """(key, value) pairs under `obj` that may hold Params or models."""
+    if is_model(obj):
+        return [(name, getattr(obj, name, None)) for name in field_names(obj)]
+    if isinstance(obj, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        return [(str(k), v) for k, v in obj.items()]
+    return []
+
+
+def model_paths(model) -> dict[int, str]:
+    """``id(obj) -> attribute path`` for every model and Param reachable from `model` (first
+    occurrence wins; the outermost model's path is ``""``)."""
+    paths: dict[int, str] = {}
+
+    def walk(obj, path):
+        if id(obj) in paths:
+            return
+        if isinstance(obj, Param) or is_model(obj):
+            paths[id(obj)] = path
+        elif not isinstance(obj, (list, tuple, dict)):
+            return
+        for key, value in _children(obj):
+            walk(value, f"{path}.{key}" if path else key)
+
+    walk(model, "")
+    return paths
+
+
+def params(model) -> dict[str, Param]:
+    """Every Param in `model`, keyed by attribute path (``"layers.0.W"``); a Param shared by
+    several layers appears once, under its first path.
+
+    >>> from flux import Affine, Chain
+    >>> list(params(Chain(Affine(2, 3), Affine(3, 1))))
+    ['layers.0.W', 'layers.0.b', 'layers.1.W', 'layers.1.b']
+    """
+    found: dict[str, Param] = {}
+    seen: set[int] = set()
+
+    def walk(obj, path):
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, Param):
+            found[path] = obj
+            return
+        for key, value in _children(obj):
+            walk(value, f"{path}.{key}" if path else key)
+
+    walk(model, "")
+    return found
+
+
+# -- calling a model ----------------------------------------------------------------------------
+
+
+def call_model(model, forward, args, kwargs, name: str):
+    """Run `forward` (the model's bound forward function): inlined into the active trace under
+    a model frame, or, outside any trace, compiled and run on NumPy.
+
+    `forward` is called directly from this frame: `capture` relies on that to find the line
+    the forward function is on.
+    """
+    trace = current_trace()
+    if trace is None:
+        if kwargs:
+            raise FluxError(f"{name} takes its inputs positionally; keyword arguments "
+                            f"{sorted(kwargs)} cannot be traced")
+        return compiled_numpy(model)(*args)
+    call = ModelCall(name, trace.paths.get(id(model), ""), sys._getframe())
+    trace.calls.append(call)
+    try:
+        return forward(*args, **kwargs)
+    finally:
+        trace.calls.pop()
+
+
+def compiled_numpy(model):
+    """The model's own NumPy-compiled twin, made on first use and kept on the model."""
+    compiled = model.__dict__.get(_COMPILED)
+    if compiled is None:
+        from ._compile import Compiled
+        from ._numpy_backend import NUMPY
+        compiled = Compiled(model, NUMPY)
+        object.__setattr__(model, _COMPILED, compiled)
+    return compiled
+
+
+# -- @net ---------------------------------------------------------------------------------------
+
+
+def net(obj):
+    """Make a model: a class with fields and a forward `__call__`, or a function.
+
+    Class form: annotated fields become the model's fields; unless the class defines its own
+    ``__init__``, a field-wise constructor is generated in which arrays become Params and
+    anything else (sub-models, numbers, functions) is kept as given. Function and anonymous
+    forms: ``@net def f(x): ...`` and ``net(lambda W, b, x: ...)`` make parameterless models.
+
+    >>> import numpy as np
+    >>> @net
+    ... class Scale:
+    ...     s: Param
+    ...     def __call__(self, x):
+    ...         return x * self.s
+    >>> Scale(np.array([2.0]))(np.array([1.0, 3.0]))
+    array([2., 6.], dtype=float32)
+    """
+    if inspect.isclass(obj):
+        return _net_class(obj)
+    if callable(obj):
+        return FunctionModel(obj)
+    raise FluxError(f"@net applies to a class or a function, found {type(obj).__name__}")
+
+
+def _net_class(cls):
+    forward = cls.__dict__.get("__call__") or getattr(cls, "__call__", None)
+    if forward is None or forward is object.__call__:
+        raise FluxError(f"@net class {cls.__name__} needs a forward function: define "
+                        f"`def __call__(self, x): ...`")
+    fields = []
+    for klass in reversed(cls.__mro__):
+        for name in getattr(klass, "__annotations__", {}):
+            if not name.startswith("_") and name not in fields:
+                fields.append(name)
+    cls.__flux_model__ = True
+    cls.__flux_fields__ = tuple(fields)
+    cls.__flux_forward__ = forward
+    if "__init__" not in cls.__dict__:
+        cls.__init__ = _fieldwise_init(cls, fields)
+    if "__repr__" not in cls.__dict__:
+        cls.__repr__ = _model_repr
+    cls.__setattr__ = _model_setattr
+    name = cls.__name__
+
+    def __call__(self, *args, **kwargs):
+        return call_model(self, forward.__get__(self, cls), args, kwargs, name)
+
+    __call__.__doc__ = forward.__doc__
+    __call__.__wrapped__ = forward
+    cls.__call__ = __call__
+    return cls
+
+
+def _fieldwise_init(cls, fields):
+    defaults = {f: cls.__dict__[f] for f in fields if f in cls.__dict__}
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(fields):
+            raise FluxError(f"{cls.__name__} takes at most {len(fields)} fields "
+                            f"({', '.join(fields)}), given {len(args)}")
+        values = dict(zip(fields, args))
+        for key, value in kwargs.items():
+            if key not in fields:
+                raise FluxError(f"{cls.__name__} has no field {key!r}; its fields are "
+                                f"{', '.join(fields)}")
+            if key in values:
+                raise FluxError(f"{cls.__name__} got field {key!r} twice")
+            values[key] = value
+        for f in fields:
+            if f not in values:
+                if f not in defaults:
+                    raise FluxError(f"{cls.__name__} is missing field {f!r}")
+                values[f] = defaults[f]
+            setattr(self, f, _field_value(values[f]))
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
+
+
+def _field_value(value):
+    """Arrays given to a generated constructor become Params; all else is kept as given."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return param(value)
+    return value
+
+
+def _model_setattr(self, name, value):
+    object.__setattr__(self, name, value)
+    if not name.startswith("_"):
+        epoch.bump()
+
+
+def _model_repr(self) -> str:
+    parts = [_short_repr(getattr(self, f, None)) for f in type(self).__flux_fields__]
+    return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _short_repr(value) -> str:
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, np.ufunc)):
+        return getattr(value, "__name__", repr(value))
+    return repr(value)
+
+
+class FunctionModel:
+    """A parameterless model made from a function by `net` (``@net def f(x): ...``)."""
+
+    __flux_model__ = True
+    __flux_fields__ = ()
+
+    def __init__(self, fn):
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "__name__", getattr(fn, "__name__", "function"))
+        object.__setattr__(self, "__doc__", getattr(fn, "__doc__", None))
+        name = self.__name__
+        object.__setattr__(self, "_name", "net" if name == "<lambda>" else name)
+
+    def __call__(self, *args, **kwargs):
+        return call_model(self, self.fn, args, kwargs, self._name)
+
+    def __repr__(self) -> str:
+        return f"net({self.__name__})"

@@ -1,0 +1,555 @@
+"""NumPy semantics on traced values: dtype promotion, the Python operators of `Tracer`, and the
+translations of NumPy ufuncs and functions (``__array_ufunc__``/``__array_function__``) into
+primitives. Composite NumPy functions (mean, softmax-style code, clip, stack ...) are written
+here once in terms of primitives.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _primitives as P
+from ._core import Tracer, current_trace, TraceError
+from ._ir import Literal
+
+# -- promotion ----------------------------------------------------------------------------------
+
+
+def _is_weak(value) -> bool:
+    return isinstance(value, (bool, numbers.Number)) and not isinstance(value, np.generic)
+
+
+def lift(value):
+    """A Param becomes its traced value (inside a trace); everything else is returned as is."""
+    if getattr(value, "__flux_param__", False):
+        trace = current_trace()
+        return trace.param(value) if trace is not None else value.value
+    return value
+
+
+def _dtype(value):
+    if isinstance(value, (Tracer, Literal)):
+        return value.dtype
+    return np.asarray(value).dtype
+
+
+def promote(*values):
+    """Convert `values` to one dtype as NumPy 2 would (Python numbers are weakly typed)."""
+    values = [lift(v) for v in values]
+    strong = [_dtype(v) for v in values if not _is_weak(v)]
+    weak = [v for v in values if _is_weak(v)]
+    target = np.result_type(*strong, *weak) if strong else np.result_type(*weak)
+    return [_to_dtype(v, target) for v in values]
+
+
+def _to_dtype(value, dtype):
+    if _is_weak(value):
+        return Literal(value, dtype)
+    if isinstance(value, Literal):
+        return value if value.dtype == dtype else Literal(value.value, dtype)
+    if isinstance(value, Tracer):
+        return value if value.dtype == dtype else P.convert_p(value, dtype=dtype)
+    array = np.asarray(value)
+    return array if array.dtype == dtype else array.astype(dtype)
+
+
+def _floating(value):
+    """Integers and bools become float64 before float-only functions, as in NumPy."""
+    value = lift(value)
+    if _is_weak(value):
+        value = np.asarray(value)
+    if _dtype(value).kind in "fc":
+        return value
+    return _to_dtype(value, np.float64)
+
+
+def _binary(prim):
+    def apply(x, y):
+        return prim(*promote(x, y))
+    apply.__name__ = prim.name
+    return apply
+
+
+def _unary_float(prim):
+    def apply(x):
+        return prim(_floating(x))
+    apply.__name__ = prim.name
+    return apply
+
+
+add = _binary(P.add_p)
+subtract = _binary(P.sub_p)
+multiply = _binary(P.mul_p)
+maximum = _binary(P.max_p)
+minimum = _binary(P.min_p)
+greater = _binary(P.gt_p)
+greater_equal = _binary(P.ge_p)
+less = _binary(P.lt_p)
+less_equal = _binary(P.le_p)
+equal = _binary(P.eq_p)
+not_equal = _binary(P.ne_p)
+exp = _unary_float(P.exp_p)
+log = _unary_float(P.log_p)
+tanh = _unary_float(P.tanh_p)
+sqrt = _unary_float(P.sqrt_p)
+sin = _unary_float(P.sin_p)
+cos = _unary_float(P.cos_p)
+logistic = _unary_float(P.logistic_p)
+
+
+def divide(x, y):
+    x, y = promote(x, y)
+    if x.dtype.kind not in "fc":
+        x, y = _to_dtype(x, np.float64), _to_dtype(y, np.float64)
+    return P.div_p(x, y)
+
+
+def power(x, y):
+    if _is_weak(y) and y == 2:
+        x = lift(x)
+        return multiply(x, x)
+    return P.pow_p(*promote(x, y))
+
+
+def negative(x):
+    return P.neg_p(lift(x))
+
+
+def absolute(x):
+    return P.abs_p(lift(x))
+
+
+def sign(x):
+    return P.sign_p(lift(x))
+
+
+def logical_and(x, y):
+    return P.and_p(_to_dtype(lift(x), np.bool_), _to_dtype(lift(y), np.bool_))
+
+
+def logical_or(x, y):
+    return P.or_p(_to_dtype(lift(x), np.bool_), _to_dtype(lift(y), np.bool_))
+
+
+def logical_not(x):
+    return equal(_to_dtype(lift(x), np.bool_), False)
+
+
+def square(x):
+    x = lift(x)
+    return multiply(x, x)
+
+
+def reciprocal(x):
+    return divide(1, x)
+
+
+def log1p(x):
+    return log(add(_floating(x), 1))
+
+
+def expm1(x):
+    return subtract(exp(x), 1)
+
+
+def positive(x):
+    return lift(x)
+
+
+def matmul(a, b):
+    """NumPy's matmul: vectors are promoted to matrices and the added axis removed again."""
+    a, b = promote(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise P.ShapeError(f"matmul: operands must not be 0-d (scalars), found shapes "
+                           f"{a.shape} and {b.shape}; use * for scaling")
+    vec_a, vec_b = a.ndim == 1, b.ndim == 1
+    if vec_a:
+        a = reshape(a, (1,) + a.shape)
+    if vec_b:
+        b = reshape(b, b.shape + (1,))
+    if vec_a and not vec_b and a.shape[-1] != b.shape[-2]:
+        raise P.ShapeError(f"matmul: cannot multiply a vector of shape ({a.shape[-1]},) by "
+                           f"{b.shape}: the inner dimensions {a.shape[-1]} and {b.shape[-2]} "
+                           f"must be equal")
+    out = P.matmul_p(_as_value(a), _as_value(b))
+    if vec_a:
+        out = reshape(out, out.shape[:-2] + out.shape[-1:])
+    if vec_b:
+        out = reshape(out, out.shape[:-1])
+    return out
+
+
+def _as_value(x):
+    """A Tracer, or a constant array (Literals become 0-d arrays)."""
+    if isinstance(x, Literal):
+        return np.asarray(x.value)
+    return x
+
+
+def dot(a, b):
+    a, b = lift(a), lift(b)
+    if np.ndim(a) == 0 or np.ndim(b) == 0:
+        return multiply(a, b)
+    if np.ndim(b) > 2:
+        raise TraceError("np.dot with a right operand of rank > 2 has no IR translation; use "
+                         "np.matmul (or @), whose batch semantics are the usual ones")
+    return matmul(a, b)
+
+
+# -- reductions ---------------------------------------------------------------------------------
+
+
+def _axes(axis, ndim: int, name: str) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise P.ShapeError(f"{name}: axis {a} is out of range for a value with {ndim} axes")
+        out.append(a % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _as_tracer_or_array(x):
+    x = lift(x)
+    if _is_weak(x) or isinstance(x, Literal):
+        return np.asarray(x.value if isinstance(x, Literal) else x)
+    return x
+
+
+def sum(x, axis=None, dtype=None, out=None, keepdims=False, **unsupported):
+    _no_out(out, "sum")
+    x = _as_tracer_or_array(x)
+    if dtype is not None:
+        x = _to_dtype(x, np.dtype(dtype))
+    elif x.dtype.kind in "biu" and x.dtype.itemsize < 8:
+        x = _to_dtype(x, np.int64 if x.dtype.kind != "u" else np.uint64)
+    return P.reduce_sum_p(x, axes=_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
+
+
+def mean(x, axis=None, dtype=None, out=None, keepdims=False, **unsupported):
+    _no_out(out, "mean")
+    x = _floating(_as_tracer_or_array(x))
+    if dtype is not None:
+        x = _to_dtype(x, np.dtype(dtype))
+    axes = _axes(axis, x.ndim, "mean")
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    return divide(P.reduce_sum_p(x, axes=axes, keepdims=bool(keepdims)), count)
+
+
+def max(x, axis=None, out=None, keepdims=False, **unsupported):
+    _no_out(out, "max")
+    x = _as_tracer_or_array(x)
+    return P.reduce_max_p(x, axes=_axes(axis, x.ndim, "max"), keepdims=bool(keepdims))
+
+
+def min(x, axis=None, out=None, keepdims=False, **unsupported):
+    return negative(max(negative(x), axis=axis, out=out, keepdims=keepdims))
+
+
+def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unsupported):
+    x = _floating(_as_tracer_or_array(x))
+    centred = subtract(x, mean(x, axis=axis, keepdims=True))
+    axes = _axes(axis, x.ndim, "var")
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) - ddof
+    return divide(sum(multiply(centred, centred), axis=axis, keepdims=keepdims), count)
+
+
+def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unsupported):
+    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+def _no_out(out, name):
+    if out is not None:
+        raise TraceError(f"np.{name}(..., out=...) writes into an array, which a dataflow graph "
+                         f"cannot do; drop `out=`")
+
+
+# -- shapes -------------------------------------------------------------------------------------
+
+
+def reshape(x, shape, order="C", **unsupported):
+    x = _as_tracer_or_array(x)
+    if order != "C":
+        raise TraceError(f"reshape with order={order!r} has no IR translation; only 'C'")
+    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise P.ShapeError(f"reshape: at most one axis may be -1, found {shape}")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        if known == 0 or x.size % known:
+            raise P.ShapeError(f"reshape: cannot reshape a value of shape {x.shape} "
+                               f"({x.size} elements) to {shape}")
+        shape = tuple(x.size // known if d == -1 else d for d in shape)
+    if shape == x.shape:
+        return x
+    return P.reshape_p(x, shape=shape)
+
+
+def transpose(x, axes=None):
+    x = _as_tracer_or_array(x)
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    if perm == tuple(range(x.ndim)):
+        return x
+    return P.transpose_p(x, perm=perm)
+
+
+def swapaxes(x, axis1, axis2):
+    x = _as_tracer_or_array(x)
+    perm = list(range(x.ndim))
+    perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
+    return transpose(x, perm)
+
+
+def moveaxis(x, source, destination):
+    x = _as_tracer_or_array(x)
+    perm = [a for a in range(x.ndim) if a != source % x.ndim]
+    perm.insert(destination % x.ndim, source % x.ndim)
+    return transpose(x, perm)
+
+
+def ravel(x, order="C"):
+    x = _as_tracer_or_array(x)
+    return reshape(x, (x.size,), order)
+
+
+def squeeze(x, axis=None):
+    x = _as_tracer_or_array(x)
+    axes = [i for i, d in enumerate(x.shape) if d == 1] if axis is None else _axes(axis, x.ndim, "squeeze")
+    for a in axes:
+        if x.shape[a] != 1:
+            raise P.ShapeError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
+    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+
+
+def expand_dims(x, axis):
+    x = _as_tracer_or_array(x)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    ndim = x.ndim + len(axes)
+    axes = sorted(a % ndim for a in axes)
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+def broadcast_to(x, shape, subok=False):
+    x = _as_tracer_or_array(x)
+    shape = tuple(shape)
+    return x if x.shape == shape else P.broadcast_to_p(x, shape=shape)
+
+
+def concatenate(arrays, axis=0, out=None, **unsupported):
+    _no_out(out, "concatenate")
+    arrays = promote(*arrays)
+    arrays = [_as_value(a) for a in arrays]
+    if axis is None:
+        arrays, axis = [ravel(a) for a in arrays], 0
+    ndim = np.ndim(arrays[0]) if not isinstance(arrays[0], Tracer) else arrays[0].ndim
+    if ndim == 0:
+        raise P.ShapeError("concatenate: 0-d values cannot be concatenated; use stack")
+    if len(arrays) == 1:
+        return arrays[0]
+    return P.concatenate_p(*arrays, axis=_axes(axis, ndim, "concatenate")[0])
+
+
+def stack(arrays, axis=0, out=None, **unsupported):
+    arrays = [_as_tracer_or_array(a) for a in arrays]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise P.ShapeError(f"stack: all values must have the same shape, found "
+                           f"{' and '.join(str(s) for s in shapes)}")
+    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis)
+
+
+def hstack(arrays, **unsupported):
+    arrays = [_as_tracer_or_array(a) for a in arrays]
+    return concatenate(arrays, axis=0 if arrays[0].ndim == 1 else 1)
+
+
+def vstack(arrays, **unsupported):
+    arrays = [_as_tracer_or_array(a) for a in arrays]
+    arrays = [reshape(a, (1,) + a.shape) if a.ndim < 2 else a for a in arrays]
+    return concatenate(arrays, axis=0)
+
+
+def where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise TraceError("np.where(condition) with one argument returns data-dependent indices, "
+                         "which a dataflow graph cannot express; use np.where(condition, x, y)")
+    condition = _to_dtype(_as_tracer_or_array(condition), np.bool_)
+    x, y = promote(x, y)
+    return P.where_p(condition, x, y)
+
+
+def clip(x, a_min=None, a_max=None, out=None, **kwargs):
+    _no_out(out, "clip")
+    a_min = kwargs.get("min", a_min)
+    a_max = kwargs.get("max", a_max)
+    if a_min is not None:
+        x = maximum(x, a_min)
+    if a_max is not None:
+        x = minimum(x, a_max)
+    return x
+
+
+def _filled(x, value, dtype=None):
+    x = _as_tracer_or_array(x)
+    dtype = np.dtype(dtype) if dtype is not None else x.dtype
+    return P.broadcast_to_p(Literal(value, dtype), shape=x.shape) if x.shape else Literal(value, dtype)
+
+
+def zeros_like(x, dtype=None, **unsupported):
+    return _filled(x, 0, dtype)
+
+
+def ones_like(x, dtype=None, **unsupported):
+    return _filled(x, 1, dtype)
+
+
+def full_like(x, fill_value, dtype=None, **unsupported):
+    return _filled(x, fill_value, dtype)
+
+
+def shape(x):
+    return _as_tracer_or_array(x).shape
+
+
+def ndim(x):
+    return _as_tracer_or_array(x).ndim
+
+
+def size(x, axis=None):
+    x = _as_tracer_or_array(x)
+    return x.size if axis is None else x.shape[axis]
+
+
+def astype(x, dtype, copy=True):
+    return _to_dtype(lift(x), np.dtype(dtype))
+
+
+def getitem(x, index):
+    """Static indexing: ints, slices, None, Ellipsis and constant integer or bool arrays."""
+    x = lift(x)
+    index = index if isinstance(index, tuple) else (index,)
+    clean = []
+    for i in index:
+        if isinstance(i, Tracer):
+            raise TraceError("indexing with a traced value (a data-dependent index) has no IR "
+                             "translation; index with Python ints, slices or constant arrays")
+        if isinstance(i, (list, np.ndarray)):
+            i = np.asarray(i)
+            if i.dtype.kind not in "biu":
+                raise TraceError(f"index arrays must hold integers or bools, found {i.dtype}")
+        elif isinstance(i, np.integer):
+            i = int(i)
+        clean.append(i)
+    return P.getitem_p(x, index=tuple(clean))
+
+
+# -- dispatch tables ----------------------------------------------------------------------------
+
+UFUNCS = {
+    np.add: add, np.subtract: subtract, np.multiply: multiply, np.true_divide: divide,
+    np.divide: divide, np.power: power, np.maximum: maximum, np.minimum: minimum,
+    np.fmax: maximum, np.fmin: minimum, np.negative: negative, np.positive: positive,
+    np.exp: exp, np.log: log, np.tanh: tanh, np.sqrt: sqrt, np.sin: sin, np.cos: cos,
+    np.absolute: absolute, np.sign: sign, np.greater: greater, np.greater_equal: greater_equal,
+    np.less: less, np.less_equal: less_equal, np.equal: equal, np.not_equal: not_equal,
+    np.logical_and: logical_and, np.logical_or: logical_or, np.logical_not: logical_not,
+    np.matmul: matmul, np.square: square, np.reciprocal: reciprocal, np.log1p: log1p,
+    np.expm1: expm1,
+}
+
+REDUCERS = {np.add: sum, np.maximum: max}
+
+FUNCTIONS = {
+    np.sum: sum, np.mean: mean, np.max: max, np.amax: max, np.min: min, np.amin: min,
+    np.var: var, np.std: std, np.dot: dot, np.matmul: matmul, np.reshape: reshape,
+    np.transpose: transpose, np.swapaxes: swapaxes, np.moveaxis: moveaxis, np.ravel: ravel,
+    np.squeeze: squeeze, np.expand_dims: expand_dims, np.broadcast_to: broadcast_to,
+    np.concatenate: concatenate, np.stack: stack, np.hstack: hstack, np.vstack: vstack,
+    np.where: where, np.clip: clip, np.zeros_like: zeros_like, np.ones_like: ones_like,
+    np.full_like: full_like, np.shape: shape, np.ndim: ndim, np.size: size,
+}
+
+
+def no_translation(name: str) -> TraceError:
+    error = TraceError(f"the NumPy function {name} has no IR translation, so it cannot be used "
+                       f"inside a model; the supported functions are listed in flux's docs "
+                       f"(docs/architecture.md, 'NumPy inside models')")
+    trace = current_trace()
+    if trace is not None:
+        source = trace.source()
+        error.message += f"\n  at {source.file}:{source.line}"
+        error.with_trace(source.frames)
+    return error
+
+
+def array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    if kwargs.get("out") is not None:
+        _no_out(kwargs["out"], ufunc.__name__)
+    if method == "reduce" and ufunc in REDUCERS:
+        return REDUCERS[ufunc](*inputs, **kwargs)
+    fn = UFUNCS.get(ufunc) if method == "__call__" else None
+    if fn is None:
+        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        raise no_translation(name)
+    dtype = kwargs.pop("dtype", None)
+    out = fn(*inputs)
+    return astype(out, dtype) if dtype is not None else out
+
+
+def array_function(self, func, types, args, kwargs):
+    fn = FUNCTIONS.get(func)
+    if fn is None:
+        raise no_translation(f"np.{func.__name__}")
+    return fn(*args, **kwargs)
+
+
+# -- Tracer methods -----------------------------------------------------------------------------
+
+
+def _swap(fn):
+    return lambda self, other: fn(other, self)
+
+
+_METHODS = {
+    "__array_ufunc__": array_ufunc,
+    "__array_function__": array_function,
+    "__add__": add, "__radd__": _swap(add),
+    "__sub__": subtract, "__rsub__": _swap(subtract),
+    "__mul__": multiply, "__rmul__": _swap(multiply),
+    "__truediv__": divide, "__rtruediv__": _swap(divide),
+    "__pow__": power, "__rpow__": _swap(power),
+    "__matmul__": matmul, "__rmatmul__": _swap(matmul),
+    "__neg__": negative, "__pos__": positive, "__abs__": absolute,
+    "__gt__": greater, "__ge__": greater_equal, "__lt__": less, "__le__": less_equal,
+    "__eq__": equal, "__ne__": not_equal,
+    "__and__": logical_and, "__rand__": _swap(logical_and),
+    "__or__": logical_or, "__ror__": _swap(logical_or),
+    "__invert__": logical_not,
+    "__getitem__": getitem,
+    "sum": sum, "mean": mean, "max": max, "min": min, "var": var, "std": std,
+    "dot": dot, "clip": clip, "ravel": ravel, "squeeze": squeeze, "astype": astype,
+    "flatten": ravel,
+    "reshape": lambda self, *shape, **kw: reshape(
+        self, shape[0] if len(shape) == 1 and not isinstance(shape[0], numbers.Integral) else shape, **kw),
+    "transpose": lambda self, *axes: transpose(
+        self, None if not axes else (axes[0] if len(axes) == 1 and not isinstance(axes[0], numbers.Integral) else axes)),
+    "swapaxes": swapaxes,
+    "T": property(lambda self: transpose(self)),
+}
+
+for _name, _method in _METHODS.items():
+    setattr(Tracer, _name, _method)
+    if _name.startswith("__") and _name not in (
+            "__array_ufunc__", "__array_function__", "__getitem__", "__eq__", "__ne__",
+            "__gt__", "__ge__", "__lt__", "__le__"):
+        setattr(Literal, _name, _method)   # arithmetic on scalar constants (folded when traced)
+
+NUMERIC_METHODS = _METHODS
+"""The operator and method table, reused by `Param` so Params act like arrays in models."""

@@ -1,0 +1,298 @@
+"""The built-in NumPy backend: a graph is planned once per input signature and replayed.
+
+Planning turns a graph into the source of one straight-line Python function of NumPy calls
+(no interpreter loop, no per-equation dispatch), and decides where each result is written:
+
+- elementwise results overwrite an input buffer that dies at that equation (``out=``), so
+  chains like ``σ(x @ W + b)`` run in one buffer;
+- other intermediate results of ufuncs and matmuls go to workspace buffers allocated once per
+  plan and reused across calls and across values whose lifetimes do not overlap;
+- results the caller receives are always fresh arrays (never a workspace buffer, never a view
+  of an input or a parameter).
+
+Parameters are read from their `Param` objects at every call, so assignments and in-place
+writes to ``p.value`` are seen at the next call.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import numpy as np
+
+from . import _primitives as P
+from ._ir import Graph, Literal, Var
+from .hookspecs import Backend, hookimpl
+
+__all__ = ["NumpyBackend", "NUMPY", "lower", "plan_source"]
+
+# -- how each primitive is written in NumPy -------------------------------------------------------
+# An emitter takes the input expressions, the equation's params and the `out=` target (or None)
+# and returns an expression. Primitives missing here fall back to calling their `impl`.
+
+
+def _ufunc_emitter(name: str):
+    def emit(ins, params, out):
+        args = ", ".join(ins) + (f", out={out}" if out else "")
+        return f"np.{name}({args})"
+    return emit
+
+
+def _logistic(ins, params, out):
+    # (tanh(x/2) + 1) / 2, all but the first step in place
+    target = out or "None"
+    return f"_logistic({ins[0]}, {target})"
+
+
+def _logistic_into(x, out):
+    if np.ndim(x) == 0:
+        return P.logistic_p.impl(x)
+    out = np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    np.add(out, 0.5, out=out)
+    return out
+
+
+EMITTERS = {
+    P.logistic_p: _logistic,
+    P.matmul_p: lambda ins, p, out: f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")"),
+    P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
+    P.convert_p: lambda ins, p, out: f"{ins[0]}.astype(np.{np.dtype(p['dtype']).name})",
+    P.stop_gradient_p: lambda ins, p, out: ins[0],
+    P.reduce_sum_p: lambda ins, p, out: (
+        f"np.add.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
+        if p["axes"] else ins[0]),
+    P.reduce_max_p: lambda ins, p, out: (
+        f"np.maximum.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
+        if p["axes"] else ins[0]),
+    P.broadcast_to_p: lambda ins, p, out: f"np.broadcast_to({ins[0]}, {p['shape']!r})",
+    P.reshape_p: lambda ins, p, out: f"np.reshape({ins[0]}, {p['shape']!r})",
+    P.transpose_p: lambda ins, p, out: (
+        f"{ins[0]}.T" if len(p["perm"]) == 2 else f"{ins[0]}.transpose({p['perm']!r})"),
+    P.concatenate_p: lambda ins, p, out: f"np.concatenate(({', '.join(ins)},), axis={p['axis']})",
+}
+for _prim in P.PRIMITIVES:
+    if _prim.ufunc is not None and _prim not in EMITTERS:
+        EMITTERS[_prim] = _ufunc_emitter(_prim.ufunc.__name__)
+
+WRITES_INTO = {P.matmul_p, P.logistic_p} | {p for p in P.PRIMITIVES if p.ufunc is not None}
+"""Primitives whose NumPy form takes an ``out=`` buffer."""
+
+ALIASING = {p for p in P.PRIMITIVES if p.view} | {P.getitem_p}
+"""Primitives whose NumPy result may share memory with their first input."""
+
+
+def _aliases(eqn) -> bool:
+    if eqn.prim in ALIASING:
+        return True
+    return eqn.prim in (P.reduce_sum_p, P.reduce_max_p) and not eqn.params["axes"]
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+class _Plan:
+    """Where each equation writes: ``("fresh",)``, ``("inplace", var)`` or ``("slot", k)``."""
+
+    def __init__(self, graph: Graph):
+        eqns = graph.eqns
+        never = len(eqns) + 1
+        external = {id(v) for v in graph.inputs + graph.params + graph.consts}
+        last: dict[int, int] = defaultdict(lambda: -1)
+        for i, eqn in enumerate(eqns):
+            for atom in eqn.inputs:
+                if isinstance(atom, Var):
+                    last[id(atom)] = i
+        for atom in graph.outputs:
+            if isinstance(atom, Var):
+                last[id(atom)] = never
+        # the last use of a value or of any view derived from it
+        reach = defaultdict(lambda: -1, last)
+        for eqn in reversed(eqns):
+            if _aliases(eqn) and isinstance(eqn.inputs[0], Var):
+                u, o = id(eqn.inputs[0]), id(eqn.outputs[0])
+                reach[u] = max(reach[u], reach[o])
+
+        root: dict[int, int | None] = {}      # value -> the buffer it lives in (None: not ours)
+        group_last: dict[int, int] = {}       # buffer -> last use of anything living in it
+        slot_of: dict[int, int] = {}          # buffer -> workspace slot
+        ending = defaultdict(list)            # eqn index -> buffers that may die there
+        free = defaultdict(list)              # (shape, dtype) -> free slots
+        self.slots: list[tuple] = []
+        self.targets: list[tuple] = []
+
+        for i, eqn in enumerate(eqns):
+            for buf in ending.pop(i - 1, ()):
+                if group_last.get(buf) == i - 1 and buf in slot_of:
+                    aval = self._slot_aval(slot_of[buf])
+                    free[aval].append(slot_of[buf])
+            out = eqn.outputs[0]
+            o = id(out)
+            if _aliases(eqn):
+                src = eqn.inputs[0]
+                root[o] = None if not isinstance(src, Var) or id(src) in external else root.get(id(src))
+                self.targets.append(("fresh",))
+                continue
+            target = ("fresh",)
+            if eqn.prim in WRITES_INTO and out.aval.ndim > 0 and not eqn.prim.multiple_results:
+                target = self._inplace(eqn, out, i, root, group_last, slot_of, reach, never)
+                if target is None and reach[o] < never:
+                    key = (out.aval.shape, out.aval.dtype)
+                    slot = free[key].pop() if free[key] else self._new_slot(key)
+                    target = ("slot", slot)
+                    slot_of[o] = slot
+                target = target or ("fresh",)
+            if target[0] != "inplace":
+                root[o] = o
+                group_last[o] = reach[o]
+                ending[reach[o]].append(o)
+            self.targets.append(target)
+
+    def _inplace(self, eqn, out, i, root, group_last, slot_of, reach, never):
+        if eqn.prim is P.matmul_p:
+            return None
+        for atom in eqn.inputs:
+            if not isinstance(atom, Var) or atom.aval != out.aval:
+                continue
+            v = id(atom)
+            if root.get(v) != v or group_last.get(v) != i:
+                continue
+            if v in slot_of and reach[id(out)] >= never:
+                continue   # a workspace buffer must never reach the caller
+            root[id(out)] = v
+            group_last[v] = reach[id(out)]
+            return ("inplace", atom)
+        return None
+
+    def _new_slot(self, key) -> int:
+        self.slots.append(key)
+        return len(self.slots) - 1
+
+    def _slot_aval(self, slot: int):
+        return self.slots[slot]
+
+
+# -- code generation ----------------------------------------------------------------------------
+
+
+def plan_source(graph: Graph) -> tuple[str, dict]:
+    """The Python source of the planned function and the globals it needs."""
+    plan = _Plan(graph)
+    names: dict[int, str] = {}
+    env: dict = {"np": np, "_logistic": _logistic_into}
+    counter = [0]
+
+    def fresh(prefix):
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def name(atom) -> str:
+        if isinstance(atom, Literal):
+            key = fresh("l")
+            env[key] = atom.value
+            return key
+        return names[id(atom)]
+
+    for i, var in enumerate(graph.inputs):
+        names[id(var)] = f"x{i}"
+    args = [names[id(v)] for v in graph.inputs]
+    body = []
+    for i, (var, p) in enumerate(zip(graph.params, graph.param_objs)):
+        env[f"_P{i}"] = p
+        names[id(var)] = f"p{i}"
+        body.append(f"p{i} = _P{i}.value")
+    for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
+        env[f"c{i}"] = value
+        names[id(var)] = f"c{i}"
+    if plan.slots:
+        args.append("_W")
+
+    for eqn, target in zip(graph.eqns, plan.targets):
+        out = eqn.outputs[0]
+        ins = [name(a) for a in eqn.inputs]
+        names[id(out)] = out_name = f"t{out.id}"
+        out_expr = None
+        if target[0] == "inplace":
+            out_expr = names[id(target[1])]
+        elif target[0] == "slot":
+            out_expr = f"_W[{target[1]}]"
+        emitter = EMITTERS.get(eqn.prim)
+        if emitter is None or eqn.prim.multiple_results:
+            key = fresh("_f")
+            env[key] = functools.partial(eqn.prim.impl, **eqn.params)
+            expr = f"{key}({', '.join(ins)})"
+        else:
+            if eqn.prim is P.getitem_p:
+                key = fresh("_ix")
+                env[key] = eqn.params["index"]
+                expr = f"{ins[0]}[{key}]"
+            else:
+                expr = emitter(ins, eqn.params, out_expr)
+        body.append(f"{out_name} = {expr}")
+
+    results = []
+    returned: set[int] = set()
+    fresh_ids = {id(eqn.outputs[0]) for eqn, t in zip(graph.eqns, plan.targets)
+                 if not _aliases(eqn)}
+    for atom in graph.outputs:
+        if isinstance(atom, Literal):
+            results.append(f"np.asarray({name(atom)})")
+        elif id(atom) not in fresh_ids or id(atom) in returned:
+            results.append(f"np.array({name(atom)})")
+        elif atom.aval.ndim == 0:
+            results.append(f"np.asarray({name(atom)})")
+        else:
+            results.append(name(atom))
+        if isinstance(atom, Var):
+            returned.add(id(atom))
+    body.append(f"return [{', '.join(results)}]")
+    source = f"def run({', '.join(args)}):\n" + "\n".join("    " + line for line in body) + "\n"
+    env["__plan_slots__"] = plan.slots
+    return source, env
+
+
+def lower(graph: Graph):
+    """Plan `graph` for NumPy; the result maps flat input arrays to a list of output arrays.
+
+    Each concurrent call takes its own workspace (a spare one, or a new one), so planned
+    functions are safe to call from several threads.
+    """
+    source, env = plan_source(graph)
+    exec(compile(source, "<flux plan>", "exec"), env)
+    run, slots = env["run"], env["__plan_slots__"]
+    run.source = source
+    if not slots:
+        return run
+    spare: list = []
+
+    def run_with_workspace(*xs):
+        workspace = spare.pop() if spare else [np.empty(shape, dtype) for shape, dtype in slots]
+        try:
+            return run(*xs, workspace)
+        finally:
+            spare.append(workspace)
+
+    run_with_workspace.source = source
+    return run_with_workspace
+
+
+class NumpyBackend(Backend):
+    """flux's built-in backend: planned NumPy execution (see the module docstring)."""
+
+    name = "numpy"
+    package = "flux-core"
+
+    def lower(self, graph: Graph, options: dict):
+        if options:
+            raise TypeError(f"the numpy backend takes no options, given {sorted(options)}")
+        return lower(graph)
+
+
+NUMPY = NumpyBackend()
+
+
+@hookimpl
+def flux_backends():
+    """The NumPy backend registers through the same hook as every other backend."""
+    return [NUMPY]

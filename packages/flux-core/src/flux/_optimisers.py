@@ -1,0 +1,106 @@
+"""Optimisers: SGD, Momentum, ADAM. Each computes every update first, then commits them all,
+so a step that fails leaves parameters (and optimiser state) as they were."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._errors import FluxError
+
+__all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
+
+
+class Optimiser:
+    """Base class: `deltas` computes ``(steps, new_state)`` without changing anything; `apply`
+    checks, computes, then subtracts each step from its Param in place."""
+
+    def deltas(self, params, grads):
+        raise NotImplementedError
+
+    def apply(self, params, grads) -> None:
+        params, grads = list(params), list(grads)
+        for p, g in zip(params, grads):
+            if np.shape(g) != p.shape:
+                raise FluxError(f"a gradient of shape {np.shape(g)} cannot update a Param of "
+                                f"shape {p.shape}")
+        steps, commit = self.deltas(params, grads)
+        for p, step in zip(params, steps):
+            np.subtract(p.value, step, out=p.value, casting="unsafe")
+        commit()
+
+
+class SGD(Optimiser):
+    """Plain gradient descent: p ← p − η ∇p.
+
+    >>> SGD(0.1)
+    SGD(0.1)
+    """
+
+    def __init__(self, lr: float = 0.1):
+        self.lr = lr
+
+    def deltas(self, params, grads):
+        lr = self.lr
+        return [np.multiply(g, lr, dtype=p.dtype) for p, g in zip(params, grads)], _nothing
+
+    def __repr__(self) -> str:
+        return f"SGD({self.lr})"
+
+
+class Momentum(Optimiser):
+    """Gradient descent with momentum: v ← ρ v + η ∇p, p ← p − v."""
+
+    def __init__(self, lr: float = 0.01, rho: float = 0.9):
+        self.lr, self.rho = lr, rho
+        self.state: dict[int, tuple] = {}
+
+    def deltas(self, params, grads):
+        new = {}
+        for p, g in zip(params, grads):
+            v = self.state.get(id(p), (p, 0.0))[1]
+            new[id(p)] = (p, self.rho * v + np.multiply(g, self.lr, dtype=p.dtype))
+        return [new[id(p)][1] for p in params], lambda: self.state.update(new)
+
+    def __repr__(self) -> str:
+        return f"Momentum({self.lr}, {self.rho})"
+
+
+class ADAM(Optimiser):
+    """Adam (Kingma & Ba): m ← β₁m + (1−β₁)∇, v ← β₂v + (1−β₂)∇², p ← p − η m̂/(√v̂ + ε)
+    with the bias-corrected m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8):
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.state: dict[int, tuple] = {}
+
+    def deltas(self, params, grads):
+        b1, b2 = self.beta1, self.beta2
+        new, steps = {}, []
+        for p, g in zip(params, grads):
+            _, m, v, t = self.state.get(id(p), (p, 0.0, 0.0, 0))
+            t += 1
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * np.square(g)
+            lr_t = self.lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            steps.append((lr_t * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False))
+            new[id(p)] = (p, m, v, t)
+        return steps, lambda: self.state.update(new)
+
+    def __repr__(self) -> str:
+        return f"ADAM({self.lr}, {self.beta1}, {self.beta2}, {self.eps})"
+
+
+def _nothing() -> None:
+    return None
+
+
+def as_optimiser(opt) -> Optimiser:
+    """A number is a plain SGD step with that learning rate."""
+    if isinstance(opt, Optimiser):
+        return opt
+    if isinstance(opt, numbers.Real) and not isinstance(opt, bool):
+        return SGD(float(opt))
+    raise TypeError(f"expected an optimiser (SGD, Momentum, ADAM) or a learning rate, "
+                    f"found {type(opt).__name__}")

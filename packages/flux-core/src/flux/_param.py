@@ -1,0 +1,164 @@
+"""Trainable parameters (`Param`), their initialisation (`initn`, `seed`) and the structure epoch."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._errors import FluxError
+from ._numpy_api import NUMERIC_METHODS, lift
+
+__all__ = ["Param", "param", "initn", "seed"]
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+class _Epoch:
+    """A counter bumped whenever a model's structure changes (a field is reassigned, a Param
+    changes shape), so cached traces know to re-trace. Param VALUES are not structure."""
+
+    value = 0
+
+    @classmethod
+    def bump(cls) -> None:
+        cls.value += 1
+
+
+epoch = _Epoch
+
+
+def _as_param_array(value, dtype=None) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise FluxError(f"a Param holds a numeric array; found {array.dtype} "
+                        f"({type(value).__name__})")
+    if dtype is None:
+        dtype = array.dtype if array.dtype.kind == "f" and array.dtype != np.float64 else DEFAULT_DTYPE
+    return np.array(array, dtype=dtype, copy=True)
+
+
+class Param:
+    """A trainable array with a gradient buffer.
+
+    ``p.value`` is the array (assigning to it, or writing into it in place, changes the
+    parameter everywhere it is used); ``p.grad`` accumulates gradients (zeros until some
+    arrive). A Param acts like its array in models and in NumPy calls.
+
+    >>> p = Param(np.ones((2, 3)))
+    >>> p.shape, p.dtype, float(p.grad.sum())
+    ((2, 3), dtype('float32'), 0.0)
+    """
+
+    __flux_param__ = True
+    __array_priority__ = 1000
+    __hash__ = object.__hash__
+
+    def __init__(self, value, dtype=None):
+        self._value = _as_param_array(value, dtype)
+        self._grad = None
+
+    @property
+    def value(self) -> np.ndarray:
+        return self._value
+
+    @value.setter
+    def value(self, new) -> None:
+        new = np.asarray(new)
+        if new.shape != self._value.shape:
+            epoch.bump()
+            self._grad = None
+            self._value = _as_param_array(new, self._value.dtype)
+        else:
+            self._value = _as_param_array(new, self._value.dtype)
+
+    @property
+    def grad(self) -> np.ndarray:
+        if self._grad is None:
+            self._grad = np.zeros_like(self._value)
+        return self._grad
+
+    @grad.setter
+    def grad(self, new) -> None:
+        new = np.asarray(new, dtype=self._value.dtype)
+        if new.shape != self._value.shape:
+            raise FluxError(f"a gradient for a Param of shape {self.shape} must have that "
+                            f"shape, found {new.shape}")
+        self._grad = new
+
+    def zero_grad(self) -> None:
+        self._grad = None
+
+    shape = property(lambda self: self._value.shape)
+    dtype = property(lambda self: self._value.dtype)
+    ndim = property(lambda self: self._value.ndim)
+    size = property(lambda self: self._value.size)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is not None and np.dtype(dtype) != self._value.dtype:
+            return self._value.astype(dtype)
+        return self._value
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = tuple(lift(x) for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return func(*(_lift_nested(x) for x in args), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Param({self._value.dtype} {self._value.shape})"
+
+
+def _lift_nested(value):
+    """`lift`, also inside the lists and tuples NumPy functions take (np.concatenate([p, q]))."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(lift(v) for v in value)
+    return lift(value)
+
+
+def _delegate(name, method):
+    if isinstance(method, property):
+        return property(lambda self: method.fget(lift(self)))
+
+    def call(self, *args, **kwargs):
+        return method(lift(self), *args, **kwargs)
+    call.__name__ = name
+    return call
+
+
+for _name, _method in NUMERIC_METHODS.items():
+    if _name not in ("__array_ufunc__", "__array_function__", "__eq__", "__ne__"):
+        setattr(Param, _name, _delegate(_name, _method))
+
+
+def param(x, dtype=None) -> Param:
+    """Make a `Param` from an array-like (float32 unless another float dtype is given or held).
+
+    >>> param([1, 2]).value
+    array([1., 2.], dtype=float32)
+    """
+    return x if isinstance(x, Param) else Param(x, dtype)
+
+
+_rng = np.random.default_rng()
+
+
+def seed(n: int) -> None:
+    """Make initialisation reproducible: `initn` draws from a generator seeded with `n`."""
+    global _rng
+    _rng = np.random.default_rng(n)
+
+
+def rng() -> np.random.Generator:
+    """The generator `initn` draws from (reseeded by `seed`)."""
+    return _rng
+
+
+def initn(*shape) -> np.ndarray:
+    """Standard normal samples divided by 100, float32: the seed's default initialisation.
+
+    >>> seed(0); initn(2, 3).shape
+    (2, 3)
+    """
+    return (_rng.standard_normal(shape, dtype=np.float32) / np.float32(100))

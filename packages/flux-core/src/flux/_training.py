@@ -1,0 +1,104 @@
+"""Training: `back` and `update` (the seed's `back!`/`update!`) and the `train` loop."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+from ._compile import Compiled, compiled_of
+from ._errors import FluxError
+from ._losses import mse
+from ._model import params
+from ._optimisers import SGD, as_optimiser
+
+__all__ = ["back", "update", "train"]
+
+
+def back(model, Δ, *xs):
+    """Backpropagate the output cotangent Δ of ``model(*xs)``: accumulate every parameter's
+    gradient into ``p.grad`` and return the tuple of input gradients (one per input)."""
+    return compiled_of(model).back(Δ, *xs)
+
+
+def _model_of(model):
+    return model.model if isinstance(model, Compiled) else model
+
+
+def update(model, opt) -> None:
+    """Apply the accumulated gradients with `opt` (a number is an SGD learning rate) and clear
+    them. Params that received no gradient are left alone."""
+    opt = as_optimiser(opt)
+    ps = [p for p in params(_model_of(model)).values() if p._grad is not None]
+    opt.apply(ps, [p._grad for p in ps])
+    for p in ps:
+        p.zero_grad()
+
+
+def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=()):
+    """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
+
+    Returns the per-epoch means of the losses computed before each update. Shows a progress
+    bar when stderr is a terminal; calls each callback in `cb` (one callable or a list) with no
+    arguments after every update. A NaN or infinite loss stops training with a FluxError naming
+    the step; that step's update is not applied.
+    """
+    compiled = compiled_of(model)
+    opt = SGD(0.1) if opt is None else as_optimiser(opt)
+    callbacks = [cb] if callable(cb) else list(cb or ())
+    if epochs > 1 and iter(data) is data:
+        raise FluxError("train: `data` is a one-shot iterator but epochs > 1; pass a list (or "
+                        "another re-iterable collection) of (x, y) pairs")
+    history = []
+    bar = _Progress(data) if sys.stderr.isatty() else None
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for step, pair in enumerate(data):
+            try:
+                x, y = pair
+            except (TypeError, ValueError):
+                raise FluxError(f"train: each item of `data` must be an (x, y) pair; item "
+                                f"{step} is {type(pair).__name__}") from None
+            value, ps, grads = compiled.loss_and_grads(loss, x, y)
+            value = float(value)
+            if not math.isfinite(value):
+                raise FluxError(f"train: the loss is {value} at epoch {epoch + 1}, step "
+                                f"{step + 1}; training stopped before that step's update")
+            opt.apply(ps, grads)
+            total += value
+            count += 1
+            for f in callbacks:
+                f()
+            if bar is not None:
+                bar.show(epoch, epochs, count, total / count)
+        history.append(total / count if count else math.nan)
+        if bar is not None:
+            bar.end()
+    return history
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, data):
+        self.size = len(data) if hasattr(data, "__len__") else None
+        self.last = 0.0
+
+    def show(self, epoch, epochs, count, mean_loss):
+        now = time.monotonic()
+        if now - self.last < 0.1 and count != self.size:
+            return
+        self.last = now
+        if self.size:
+            done = int(30 * count / self.size)
+            bar = f"[{'=' * done}{' ' * (30 - done)}] {count}/{self.size}"
+        else:
+            bar = f"{count} steps"
+        sys.stderr.write(f"\rEpoch {epoch + 1}/{epochs} {bar} loss {mean_loss:.4f}")
+        sys.stderr.flush()
+
+    def end(self):
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+

@@ -1,0 +1,75 @@
+"""The plugin contract: how a package adds a backend to flux.
+
+A backend plugin is a distribution (named ``flux-<name>`` by convention) with an entry point in
+the ``flux`` group pointing at a module (or object) that implements the `flux_backends` hook::
+
+    # pyproject.toml of flux-mybackend
+    [project.entry-points.flux]
+    mybackend = "flux_mybackend"
+
+    # flux_mybackend/__init__.py
+    import flux.hookspecs as hs
+
+    class MyBackend(hs.Backend):
+        name = "mybackend"
+        package = "flux-mybackend"
+        def lower(self, graph, options):
+            ...   # return a function: flat input arrays -> list of flat output arrays
+
+    @hs.hookimpl
+    def flux_backends():
+        return [MyBackend()]
+
+Once installed, ``flux.compile(model, backend="mybackend")`` and ``flux.mybackend(model)`` work.
+flux-core's own NumPy backend registers through this same hook. Plugins are loaded on the first
+use of the registry (`flux.backends()`, `flux.compile`, a shorthand); one that fails to import
+or whose hook raises is skipped with a `PluginWarning` naming it and the error, or, with the
+environment variable ``FLUX_STRICT_PLUGINS=1``, raises `PluginError`.
+
+What a backend receives: a `flux._ir.Graph`, fully shaped (every Var has an `Aval`), already
+unrolled and differentiated where needed, with source information on every equation. Its
+inputs are the flat input arrays; `graph.param_objs[i]` is the `flux.Param` bound to
+`graph.params[i]` (read ``.value`` at each call, or keep a copy and watch for changes); the
+primitives to implement are `flux._primitives.PRIMITIVES`. The conformance kit
+(``pytest --flux-backend=<name>``, see `flux.testing`) checks a backend against NumPy.
+"""
+from __future__ import annotations
+
+import pluggy
+
+__all__ = ["hookspec", "hookimpl", "Backend", "flux_backends"]
+
+hookspec = pluggy.HookspecMarker("flux")
+hookimpl = pluggy.HookimplMarker("flux")
+
+
+class Backend:
+    """Base class of backends. Subclasses set `name` and `package` and implement `lower`."""
+
+    name: str = ""
+    """What users pass as ``backend=`` and the shorthand ``flux.<name>``."""
+
+    package: str = ""
+    """The distribution that provides it (``pip install <package>``)."""
+
+    def lower(self, graph, options: dict):
+        """Return a function taking the graph's flat input arrays (NumPy) and returning the list
+        of its outputs as NumPy arrays. `options` are the keyword options the user gave
+        `flux.compile`; reject the ones you do not know with a TypeError."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement lower()")
+
+    def compile(self, model, options: dict):
+        """Return the compiled model. The default wraps `model` in `flux.Compiled`, which does
+        the tracing, autodiff and parameter bookkeeping and calls `lower` once per signature;
+        override to return a subclass when the backend wants more control (e.g. training
+        steps that run entirely inside the backend)."""
+        from ._compile import Compiled
+        return Compiled(model, self, options)
+
+    def __repr__(self) -> str:
+        return f"<flux backend {self.name!r} from {self.package}>"
+
+
+@hookspec
+def flux_backends():
+    """Return a list of `Backend` instances this plugin provides."""

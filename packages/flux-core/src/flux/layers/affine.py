@@ -1,0 +1,42 @@
+"""Affine: the seed's first template, y = x W + b."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._model import net
+from .._param import Param, initn, param
+
+
+@net
+class Affine:
+    """An affine map, y = x W + b, for row-vector inputs.
+
+    ``Affine(in, out, init=initn)`` draws ``W: (in, out)`` and ``b: (out,)`` from `init`;
+    ``Affine(W, b)`` uses the given arrays. A batch ``x: (N, in)`` gives ``(N, out)``; a single
+    point ``x: (in,)`` gives ``(out,)``.
+
+    >>> a = Affine(np.ones((2, 3)), np.zeros(3))
+    >>> a(np.array([1.0, 2.0]))
+    array([3., 3., 3.], dtype=float32)
+    """
+
+    W: Param
+    b: Param
+
+    def __init__(self, W, b=None, *, init=initn):
+        if isinstance(W, numbers.Integral) and isinstance(b, numbers.Integral):
+            n_in, n_out = int(W), int(b)
+            W, b = init(n_in, n_out), init(n_out)
+        elif b is None:
+            raise TypeError("Affine takes (in, out) sizes or (W, b) arrays; given one argument")
+        self.W = param(W)
+        self.b = param(b)
+
+    def __call__(self, x):
+        return x @ self.W + self.b         # (N, in) @ (in, out) + (out,) -> (N, out)
+
+    def __repr__(self) -> str:
+        n_in, n_out = self.W.shape
+        return f"Affine({n_in}, {n_out})"

@@ -1,0 +1,41 @@
+"""Chain: models called in sequence, the output of each the input of the next."""
+from __future__ import annotations
+
+from .._model import net, _short_repr
+
+
+@net
+class Chain:
+    """``Chain(f, g, h)(x) == h(g(f(x)))``; any callable (layer or plain function) is a link.
+
+    A Chain is indexable (``m[0]``), sliceable (a slice is a Chain), iterable and has a length.
+
+    >>> import numpy as np
+    >>> foo = Chain(np.exp, np.sum, np.log)
+    >>> round(float(foo(np.array([1.0, 2.0, 3.0]))), 3)
+    3.408
+    """
+
+    layers: tuple
+
+    def __init__(self, *layers):
+        self.layers = tuple(layers)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Chain(*self.layers[index])
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self) -> str:
+        return f"Chain({', '.join(_short_repr(layer) for layer in self.layers)})"
