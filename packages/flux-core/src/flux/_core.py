@@ -8,6 +8,7 @@ arrays runs its NumPy implementation; applying it while a `Trace` is active reco
 from __future__ import annotations
 
 import numbers
+import threading
 from typing import Callable
 
 import numpy as np
@@ -52,7 +53,7 @@ class Primitive:
 
 def bind(prim: Primitive, args, params):
     """Apply `prim`: record it into the active trace, or compute it now on concrete arrays."""
-    trace = _current
+    trace = _state.trace
     if trace is not None:
         return trace.bind(prim, args, params)
     for arg in args:
@@ -125,7 +126,7 @@ class Tracer:
 
 
 def _value_error(what: str) -> TraceError:
-    trace = _current
+    trace = _state.trace
     error = TraceError(
         f"{what}: the forward function defines a dataflow graph, and traced values have a "
         f"shape but no value while it is recorded. Use np.where(cond, a, b) for data-dependent "
@@ -140,11 +141,17 @@ def _value_error(what: str) -> TraceError:
 
 # -- the trace ----------------------------------------------------------------------------------
 
-_current: "Trace | None" = None
+class _State(threading.local):
+    """The trace being recorded in this thread (each thread traces independently)."""
+
+    trace: "Trace | None" = None
+
+
+_state = _State()
 
 
 def current_trace() -> "Trace | None":
-    return _current
+    return _state.trace
 
 
 class Trace:
@@ -162,20 +169,20 @@ class Trace:
         self.consts: list[Var] = []
         self.const_values: list = []
         self._const_vars: dict[int, Var] = {}
+        self._const_values_by_var: dict[int, np.ndarray] = {}
+        self._keep: list = []   # values whose id() keys _const_vars stay alive while tracing
         self.calls: list[ModelCall] = []
         self.paths = paths or {}
         self.source_override: Source | None = None
         self._outer = None
 
     def __enter__(self) -> "Trace":
-        global _current
-        self._outer = _current
-        _current = self
+        self._outer = _state.trace
+        _state.trace = self
         return self
 
     def __exit__(self, *exc) -> None:
-        global _current
-        _current = self._outer
+        _state.trace = self._outer
 
     # values entering the trace
 
@@ -199,6 +206,8 @@ class Trace:
             self.consts.append(var)
             self.const_values.append(array)
             self._const_vars[id(value)] = var
+            self._const_values_by_var[id(var)] = array
+            self._keep.append(value)
         return var
 
     def atom(self, value):
@@ -220,6 +229,16 @@ class Trace:
 
     # recording
 
+    def _fold(self, prim: Primitive, atoms, params):
+        """Compute now an equation whose inputs are all constants (its shape rule has passed)."""
+        values = [a.value if isinstance(a, Literal) else self._const_values_by_var[id(a)]
+                  for a in atoms]
+        aval = prim.abstract_eval(*(a.aval for a in atoms), **params)[0]
+        folded = np.asarray(prim.impl(*values, **params), dtype=aval.dtype)
+        if folded.ndim == 0:
+            return Literal(folded.item(), aval.dtype)
+        return Tracer(self.const(np.ascontiguousarray(folded)), self)
+
     def source(self) -> Source:
         if self.source_override is not None:
             return self.source_override
@@ -227,10 +246,6 @@ class Trace:
 
     def bind(self, prim: Primitive, args, params):
         atoms = [self.atom(a) for a in args]
-        if all(isinstance(a, Literal) for a in atoms) and not prim.multiple_results:
-            folded = np.asarray(prim.impl(*(a.value for a in atoms), **params))
-            if folded.ndim == 0:
-                return Literal(folded.item(), folded.dtype)
         try:
             avals = prim.abstract_eval(*(a.aval for a in atoms), **params)
         except ShapeError as error:
@@ -239,6 +254,9 @@ class Trace:
             if not source.frames:
                 error.message += f"\n  at {source.file}:{source.line}"
             raise error.with_traceback(None) from None
+        if not prim.multiple_results and all(
+                isinstance(a, Literal) or id(a) in self._const_values_by_var for a in atoms):
+            return self._fold(prim, atoms, params)
         outs = [Var(aval) for aval in avals]
         self.eqns.append(Eqn(prim, atoms, outs, params, self.source()))
         tracers = [Tracer(v, self) for v in outs]

@@ -96,6 +96,7 @@ sqrt = _unary_float(P.sqrt_p)
 sin = _unary_float(P.sin_p)
 cos = _unary_float(P.cos_p)
 logistic = _unary_float(P.logistic_p)
+relu = _unary_float(P.relu_p)
 
 
 def divide(x, y):
@@ -506,7 +507,9 @@ def array_ufunc(self, ufunc, method, *inputs, **kwargs):
 def array_function(self, func, types, args, kwargs):
     fn = FUNCTIONS.get(func)
     if fn is None:
-        raise no_translation(f"np.{func.__name__}")
+        module = (func.__module__ or "numpy").replace("numpy", "np", 1)
+        module = "np" if module.startswith("np._") else module
+        raise no_translation(f"{module}.{func.__name__}")
     return fn(*args, **kwargs)
 
 

@@ -56,6 +56,7 @@ def _logistic_into(x, out):
 
 EMITTERS = {
     P.logistic_p: _logistic,
+    P.relu_p: lambda ins, p, out: f"np.maximum({ins[0]}, 0" + (f", out={out})" if out else ")"),
     P.matmul_p: lambda ins, p, out: f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")"),
     P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
     P.convert_p: lambda ins, p, out: f"{ins[0]}.astype(np.{np.dtype(p['dtype']).name})",
@@ -67,7 +68,7 @@ EMITTERS = {
         f"np.maximum.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
         if p["axes"] else ins[0]),
     P.broadcast_to_p: lambda ins, p, out: f"np.broadcast_to({ins[0]}, {p['shape']!r})",
-    P.reshape_p: lambda ins, p, out: f"np.reshape({ins[0]}, {p['shape']!r})",
+    P.reshape_p: lambda ins, p, out: f"{ins[0]}.reshape({p['shape']!r})",
     P.transpose_p: lambda ins, p, out: (
         f"{ins[0]}.T" if len(p["perm"]) == 2 else f"{ins[0]}.transpose({p['perm']!r})"),
     P.concatenate_p: lambda ins, p, out: f"np.concatenate(({', '.join(ins)},), axis={p['axis']})",
@@ -76,17 +77,53 @@ for _prim in P.PRIMITIVES:
     if _prim.ufunc is not None and _prim not in EMITTERS:
         EMITTERS[_prim] = _ufunc_emitter(_prim.ufunc.__name__)
 
-WRITES_INTO = {P.matmul_p, P.logistic_p} | {p for p in P.PRIMITIVES if p.ufunc is not None}
+WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | {p for p in P.PRIMITIVES if p.ufunc is not None}
 """Primitives whose NumPy form takes an ``out=`` buffer."""
 
 ALIASING = {p for p in P.PRIMITIVES if p.view} | {P.getitem_p}
 """Primitives whose NumPy result may share memory with their first input."""
 
 
-def _aliases(eqn) -> bool:
-    if eqn.prim in ALIASING:
+def _aliases(eqn, elided=frozenset()) -> bool:
+    if eqn.prim in ALIASING or id(eqn) in elided:
         return True
     return eqn.prim in (P.reduce_sum_p, P.reduce_max_p) and not eqn.params["axes"]
+
+
+def _elided(graph: Graph) -> set[int]:
+    """Equations NumPy does for free inside the ufuncs that use their results, so they are
+    skipped (their result is their input):
+
+    - bool-to-float converts used only by multiplications (``g * mask`` converts in the loop);
+    - broadcasts used only by elementwise ufuncs whose result has the same shape without them
+      (NumPy broadcasts implicitly).
+    """
+    users: dict[int, list] = defaultdict(list)
+    for eqn in graph.eqns:
+        for atom in eqn.inputs:
+            if isinstance(atom, Var):
+                users[id(atom)].append(eqn)
+    outputs = {id(a) for a in graph.outputs}
+    elided = set()
+    for eqn in graph.eqns:
+        out = eqn.outputs[0]
+        uses = users[id(out)]
+        if id(out) in outputs or not uses:
+            continue
+        if (eqn.prim is P.convert_p and eqn.inputs[0].aval.dtype == np.bool_
+                and out.aval.dtype.kind == "f" and all(u.prim is P.mul_p for u in uses)):
+            elided.add(id(eqn))
+        elif eqn.prim is P.broadcast_to_p and all(
+                u.prim.ufunc is not None and _shape_without(u, out, eqn.inputs[0])
+                for u in uses):
+            elided.add(id(eqn))
+    return elided
+
+
+def _shape_without(user, var, replacement) -> bool:
+    """Whether `user` still has its output shape when `var` is replaced by `replacement`."""
+    shapes = [replacement.aval.shape if a is var else a.aval.shape for a in user.inputs]
+    return tuple(np.broadcast_shapes(*shapes)) == user.outputs[0].aval.shape
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -95,7 +132,7 @@ def _aliases(eqn) -> bool:
 class _Plan:
     """Where each equation writes: ``("fresh",)``, ``("inplace", var)`` or ``("slot", k)``."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, elided: set[int]):
         eqns = graph.eqns
         never = len(eqns) + 1
         external = {id(v) for v in graph.inputs + graph.params + graph.consts}
@@ -110,7 +147,7 @@ class _Plan:
         # the last use of a value or of any view derived from it
         reach = defaultdict(lambda: -1, last)
         for eqn in reversed(eqns):
-            if _aliases(eqn) and isinstance(eqn.inputs[0], Var):
+            if _aliases(eqn, elided) and isinstance(eqn.inputs[0], Var):
                 u, o = id(eqn.inputs[0]), id(eqn.outputs[0])
                 reach[u] = max(reach[u], reach[o])
 
@@ -129,7 +166,7 @@ class _Plan:
                     free[aval].append(slot_of[buf])
             out = eqn.outputs[0]
             o = id(out)
-            if _aliases(eqn):
+            if _aliases(eqn, elided):
                 src = eqn.inputs[0]
                 root[o] = None if not isinstance(src, Var) or id(src) in external else root.get(id(src))
                 self.targets.append(("fresh",))
@@ -178,7 +215,8 @@ class _Plan:
 
 def plan_source(graph: Graph) -> tuple[str, dict]:
     """The Python source of the planned function and the globals it needs."""
-    plan = _Plan(graph)
+    elided = _elided(graph)
+    plan = _Plan(graph, elided)
     names: dict[int, str] = {}
     env: dict = {"np": np, "_logistic": _logistic_into}
     counter = [0]
@@ -218,7 +256,9 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
         elif target[0] == "slot":
             out_expr = f"_W[{target[1]}]"
         emitter = EMITTERS.get(eqn.prim)
-        if emitter is None or eqn.prim.multiple_results:
+        if id(eqn) in elided:
+            expr = ins[0]
+        elif emitter is None or eqn.prim.multiple_results:
             key = fresh("_f")
             env[key] = functools.partial(eqn.prim.impl, **eqn.params)
             expr = f"{key}({', '.join(ins)})"
@@ -233,8 +273,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
 
     results = []
     returned: set[int] = set()
-    fresh_ids = {id(eqn.outputs[0]) for eqn, t in zip(graph.eqns, plan.targets)
-                 if not _aliases(eqn)}
+    fresh_ids = {id(eqn.outputs[0]) for eqn in graph.eqns if not _aliases(eqn, elided)}
     for atom in graph.outputs:
         if isinstance(atom, Literal):
             results.append(f"np.asarray({name(atom)})")

@@ -91,6 +91,15 @@ def _logistic(x):
     return np.tanh(out) * out.dtype.type(0.5) + out.dtype.type(0.5)
 
 
+def _relu_vjp(g, out, x):
+    """relu'(x) = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch and Keras)."""
+    return [g * convert_p(gt_p(out, Literal(0, out.dtype)), dtype=out.dtype)]
+
+
+relu_p = _unary("relu", np.maximum, _relu_vjp)
+relu_p.ufunc = None
+relu_p.impl = lambda x: np.maximum(x, x.dtype.type(0))
+
 logistic_p = _unary("logistic", np.tanh, lambda g, out, x: [g * out * (1 - out)])
 logistic_p.ufunc = None
 logistic_p.impl = _logistic
