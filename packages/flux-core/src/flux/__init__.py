@@ -5,7 +5,8 @@ The public names are listed in `__all__`; everything in a module whose name star
 underscore is internal.
 """
 from . import _numpy_api as _numpy_api  # installs NumPy semantics on traced values
-from ._errors import BackendError, BackendNotInstalled, FluxError, Frame, ShapeError, TraceError
+from ._errors import (BackendError, BackendNotInstalled, FluxError, FluxTypeError,
+                      FluxValueError, Frame, ShapeError, TraceError)
 from ._param import Param, initn, param, seed
 from ._model import net, params
 from ._functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log, flatten, hcat,
@@ -36,7 +37,7 @@ __all__ = [
     # backends
     "backends", "compile", "Compiled", "mxnet", "tf", "cupy",
     # errors
-    "FluxError", "ShapeError", "TraceError", "BackendError", "BackendNotInstalled", "Frame",
+    "FluxError", "ShapeError", "TraceError", "FluxValueError", "FluxTypeError", "BackendError", "BackendNotInstalled", "Frame",
     "PluginError", "PluginWarning",
 ]
 

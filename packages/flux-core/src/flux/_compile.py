@@ -10,7 +10,7 @@ import numpy as np
 
 from ._autodiff import vjp
 from ._core import Trace
-from ._errors import FluxError, ShapeError
+from ._errors import FluxError, FluxTypeError, FluxValueError, ShapeError
 from ._ir import Aval
 from ._model import is_model, model_paths, params
 from ._param import Param, epoch
@@ -44,15 +44,11 @@ def as_input_array(value, dtype, where: str) -> np.ndarray:
         value = value.value
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise InputTypeError(f"{where}: expected a numeric array, found "
+        raise FluxTypeError(f"{where}: expected a numeric array, found "
                              f"{type(value).__name__} with dtype {array.dtype}: {value!r:.80}")
     if dtype is not None and array.dtype != dtype:
         array = array.astype(dtype)
     return array
-
-
-class InputTypeError(FluxError, TypeError):
-    """An input that is not numeric data."""
 
 
 class _Entry:
@@ -204,7 +200,7 @@ class _Objective:
 def _cotangents(delta, graph) -> list:
     leaves, tree = flatten(delta)
     if tree != graph.out_tree and not (len(leaves) == len(graph.outputs) == 1):
-        raise FluxError(f"the cotangent Δ must have the structure of the model's output "
+        raise FluxValueError(f"the cotangent Δ must have the structure of the model's output "
                         f"({graph.out_tree}), found {tree}")
     out = []
     for i, (value, atom) in enumerate(zip(leaves, graph.outputs)):
@@ -238,5 +234,5 @@ def compiled_of(model) -> Compiled:
     from ._model import compiled_numpy
     if is_model(model):
         return compiled_numpy(model)
-    raise FluxError(f"expected a flux model (an @net class instance, a Chain, a layer or a "
+    raise FluxTypeError(f"expected a flux model (an @net class instance, a Chain, a layer or a "
                     f"compiled model), found {type(model).__name__}")

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ._errors import FluxError, ShapeError, TraceError
-from ._ir import Aval, Eqn, Graph, Literal, Var, maybe_check
+from ._ir import Aval, Eqn, Graph, Literal, Var, dce, maybe_check
 from ._source import ModelCall, Source, capture
 
 # -- primitives ---------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ class Trace:
         names = [self.paths.get(id(p), f"p{i}") for i, p in enumerate(self.param_objs)]
         graph = Graph(inputs, self.params, self.param_objs, self.consts, self.const_values,
                       self.eqns, out_atoms, in_tree, out_tree, names)
-        return maybe_check(graph)
+        return maybe_check(dce(graph))
 
 
 def is_traced(value) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import FluxError
+from ._errors import FluxError, FluxValueError
 
 __all__ = ["onehot", "onecold", "accuracy"]
 
@@ -22,7 +22,7 @@ def onehot(label, labels):
     try:
         index = labels.index(label)
     except ValueError:
-        raise FluxError(f"onehot: {label!r} is not one of the labels {labels}") from None
+        raise FluxValueError(f"onehot: {label!r} is not one of the labels {labels}") from None
     out = np.zeros(len(labels), np.float32)
     out[index] = 1
     return out
@@ -41,7 +41,7 @@ def onecold(v, labels=None):
         return index if v.ndim > 1 else int(index)
     labels = list(labels)
     if len(labels) != v.shape[-1]:
-        raise FluxError(f"onecold: {len(labels)} labels for vectors of length {v.shape[-1]}")
+        raise FluxValueError(f"onecold: {len(labels)} labels for vectors of length {v.shape[-1]}")
     if v.ndim == 1:
         return labels[int(index)]
     return np.array([labels[i] for i in np.ravel(index)]).reshape(index.shape)
@@ -59,5 +59,5 @@ def accuracy(model, data) -> float:
         right += int(np.sum(np.asarray(predicted) == wanted))
         total += int(np.size(predicted))
     if total == 0:
-        raise FluxError("accuracy: the data has no points")
+        raise FluxValueError("accuracy: the data has no points")
     return right / total

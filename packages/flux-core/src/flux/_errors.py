@@ -9,6 +9,8 @@ __all__ = [
     "FluxError",
     "ShapeError",
     "TraceError",
+    "FluxValueError",
+    "FluxTypeError",
     "BackendError",
     "BackendNotInstalled",
 ]
@@ -59,6 +61,14 @@ class FluxError(Exception):
 
 class ShapeError(FluxError, ValueError):
     """Shapes that cannot combine, found by flux's own shape inference before any work is done."""
+
+
+class FluxValueError(FluxError, ValueError):
+    """A value flux cannot use (an unknown label, a wrong-sized gradient, ...)."""
+
+
+class FluxTypeError(FluxError, TypeError):
+    """An argument of the wrong kind (a string where numbers are expected, ...)."""
 
 
 class TraceError(FluxError, TypeError):

@@ -173,7 +173,8 @@ class _Plan:
                 continue
             target = ("fresh",)
             if eqn.prim in WRITES_INTO and out.aval.ndim > 0 and not eqn.prim.multiple_results:
-                target = self._inplace(eqn, out, i, root, group_last, slot_of, reach, never)
+                target = self._inplace(eqn, out, i, root, group_last, slot_of, reach, never,
+                                       ending)
                 if target is None and reach[o] < never:
                     key = (out.aval.shape, out.aval.dtype)
                     slot = free[key].pop() if free[key] else self._new_slot(key)
@@ -186,7 +187,7 @@ class _Plan:
                 ending[reach[o]].append(o)
             self.targets.append(target)
 
-    def _inplace(self, eqn, out, i, root, group_last, slot_of, reach, never):
+    def _inplace(self, eqn, out, i, root, group_last, slot_of, reach, never, ending):
         if eqn.prim is P.matmul_p:
             return None
         for atom in eqn.inputs:
@@ -199,6 +200,7 @@ class _Plan:
                 continue   # a workspace buffer must never reach the caller
             root[id(out)] = v
             group_last[v] = reach[id(out)]
+            ending[group_last[v]].append(v)
             return ("inplace", atom)
         return None
 

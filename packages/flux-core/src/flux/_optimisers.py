@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._errors import FluxError
+from ._errors import FluxTypeError, ShapeError
 
 __all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
 
@@ -22,7 +22,7 @@ class Optimiser:
         params, grads = list(params), list(grads)
         for p, g in zip(params, grads):
             if np.shape(g) != p.shape:
-                raise FluxError(f"a gradient of shape {np.shape(g)} cannot update a Param of "
+                raise ShapeError(f"a gradient of shape {np.shape(g)} cannot update a Param of "
                                 f"shape {p.shape}")
         steps, commit = self.deltas(params, grads)
         for p, step in zip(params, steps):
@@ -58,7 +58,7 @@ class Momentum(Optimiser):
     def deltas(self, params, grads):
         new = {}
         for p, g in zip(params, grads):
-            v = self.state.get(id(p), (p, 0.0))[1]
+            v = _state(self.state, p, (p, 0.0))[1]
             new[id(p)] = (p, self.rho * v + np.multiply(g, self.lr, dtype=p.dtype))
         return [new[id(p)][1] for p in params], lambda: self.state.update(new)
 
@@ -79,12 +79,13 @@ class ADAM(Optimiser):
         b1, b2 = self.beta1, self.beta2
         new, steps = {}, []
         for p, g in zip(params, grads):
-            _, m, v, t = self.state.get(id(p), (p, 0.0, 0.0, 0))
+            _, m, v, t = _state(self.state, p, (p, 0.0, 0.0, 0))
             t += 1
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * np.square(g)
-            lr_t = self.lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-            steps.append((lr_t * m / (np.sqrt(v) + self.eps)).astype(p.dtype, copy=False))
+            m_hat = m / (1 - b1 ** t)
+            v_hat = v / (1 - b2 ** t)
+            steps.append((self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype, copy=False))
             new[id(p)] = (p, m, v, t)
         return steps, lambda: self.state.update(new)
 
@@ -96,11 +97,20 @@ def _nothing() -> None:
     return None
 
 
+def _state(states: dict, p, initial):
+    """The optimiser state kept for Param `p`, or `initial` if none (or if `p` changed shape
+    since: its old state no longer fits)."""
+    state = states.get(id(p))
+    if state is None or state[0] is not p or np.shape(state[1]) not in ((), p.shape):
+        return initial
+    return state
+
+
 def as_optimiser(opt) -> Optimiser:
     """A number is a plain SGD step with that learning rate."""
     if isinstance(opt, Optimiser):
         return opt
     if isinstance(opt, numbers.Real) and not isinstance(opt, bool):
         return SGD(float(opt))
-    raise TypeError(f"expected an optimiser (SGD, Momentum, ADAM) or a learning rate, "
+    raise FluxTypeError(f"expected an optimiser (SGD, Momentum, ADAM) or a learning rate, "
                     f"found {type(opt).__name__}")

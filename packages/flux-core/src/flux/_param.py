@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import FluxError
+from ._errors import FluxTypeError, ShapeError
 from ._numpy_api import NUMERIC_METHODS, lift
 
 __all__ = ["Param", "param", "initn", "seed"]
@@ -28,7 +28,7 @@ epoch = _Epoch
 def _as_param_array(value, dtype=None) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise FluxError(f"a Param holds a numeric array; found {array.dtype} "
+        raise FluxTypeError(f"a Param holds a numeric array; found {array.dtype} "
                         f"({type(value).__name__})")
     if dtype is None:
         dtype = array.dtype if array.dtype.kind == "f" and array.dtype != np.float64 else DEFAULT_DTYPE
@@ -79,7 +79,7 @@ class Param:
     def grad(self, new) -> None:
         new = np.asarray(new, dtype=self._value.dtype)
         if new.shape != self._value.shape:
-            raise FluxError(f"a gradient for a Param of shape {self.shape} must have that "
+            raise ShapeError(f"a gradient for a Param of shape {self.shape} must have that "
                             f"shape, found {new.shape}")
         self._grad = new
 

@@ -49,7 +49,11 @@ class Registry:
             return self._backends
         manager = pluggy.PluginManager("flux")
         manager.add_hookspecs(hookspecs)
+        from . import _numpy_backend
+        manager.register(_numpy_backend, name="numpy")   # flux-core's own, always first
         for ep in entry_points(group="flux"):
+            if ep.value == _numpy_backend.__name__:
+                continue   # flux-core's entry point for the module registered above
             if manager.has_plugin(ep.name):
                 _failed(ep.name, f"({ep.value}) is registered twice", ValueError("duplicate name"))
                 continue
@@ -58,9 +62,6 @@ class Registry:
                 manager.register(plugin, name=ep.name)
             except Exception as error:  # a broken plugin must not break flux
                 _failed(ep.name, f"({ep.value}) failed to load", error)
-        from . import _numpy_backend
-        if not manager.is_registered(_numpy_backend):
-            manager.register(_numpy_backend, name="numpy")   # running from a source tree
         found: dict = {}
         for impl in manager.hook.flux_backends.get_hookimpls():
             try:

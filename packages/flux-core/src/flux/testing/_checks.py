@@ -40,10 +40,16 @@ def assert_close(actual, expected, *, rtol: float = RTOL, atol: float = ATOL,
                  what: str = "value") -> None:
     """Assert that `actual` has `expected`'s shape and ``|actual - expected| <= atol + rtol *
     |expected|`` elementwise (NaNs must match). Nested tuples and lists are compared leaf by
-    leaf. The message names `what`, the worst element and both values there.
+    leaf, dicts key by key. The message names `what`, the worst element and both values there.
 
     >>> assert_close(np.float32([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]))
     """
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and list(actual) == list(expected), (
+            f"{what}: expected a dict with keys {list(expected)}, found {actual!r:.80}")
+        for key in expected:
+            assert_close(actual[key], expected[key], rtol=rtol, atol=atol, what=f"{what}[{key!r}]")
+        return
     if isinstance(expected, (tuple, list)):
         assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), (
             f"{what}: expected a {type(expected).__name__} of {len(expected)} items, "

@@ -1,0 +1,108 @@
+"""The primitive-level case table `PRIMITIVE_CASES`: one line per primitive of
+`flux._primitives.PRIMITIVES`, each a tiny ``net(lambda ...)`` model whose graph contains that
+primitive, written through the NumPy API or flux's functions wherever users can reach it.
+
+Two primitives are not reachable from user code and are bound directly: ``stop_gradient``
+(used inside softmax, where it cannot change the gradient) and ``index_add`` (the gradient of
+indexing). A case's graph, or its gradient graph, must contain its primitive; the kit checks
+both that and that every primitive has a case.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import flux
+from flux import _primitives as P
+
+from ._cases import fn, normals, positive, positives, randn, relu, sigmoid
+
+__all__ = ["PRIMITIVE_CASES"]
+
+
+def _tied(rng):
+    """Two (3, 4) arrays equal in every other column (for comparisons and max/min ties)."""
+    x, y = randn(rng, 3, 4), randn(rng, 3, 4)
+    y[:, ::2] = x[:, ::2]
+    return x, y
+
+
+def _normal_and_positive(rng):
+    return randn(rng, 3, 4), positive(rng, 4)
+
+
+def _positive_and_normal(rng):
+    return positive(rng, 3, 4), randn(rng, 4)
+
+
+def _index_add(g):
+    out = np.zeros((4, 3), g.dtype)
+    np.add.at(out, np.array([0, 2, 2]), g)
+    return out
+
+
+def _tie_max(x, y):
+    """max(x, y) whose gradient splits ties equally, as central differences see them."""
+    return np.where(x > y, x, np.where(x < y, y, (x + y) / 2))
+
+
+def _tie_min(x, y):
+    return np.where(x < y, x, np.where(x > y, y, (x + y) / 2))
+
+
+PRIMITIVE_CASES = [
+    # elementwise unary
+    fn("neg", lambda x: -x, normals((3, 4)), lambda x: -x),
+    fn("exp", lambda x: np.exp(x), normals((3, 4)), np.exp),
+    fn("log", lambda x: np.log(x), positives((3, 4)), np.log),
+    fn("tanh", lambda x: np.tanh(x), normals((3, 4)), np.tanh),
+    fn("sqrt", lambda x: np.sqrt(x), positives((3, 4)), np.sqrt),
+    fn("sin", lambda x: np.sin(x), normals((3, 4)), np.sin),
+    fn("cos", lambda x: np.cos(x), normals((3, 4)), np.cos),
+    fn("abs", lambda x: np.abs(x), normals((3, 4)), lambda x: np.where(x < 0, -x, x)),
+    fn("sign", lambda x, y: np.sign(x) * y, normals((3, 4), (3, 4)),
+       lambda x, y: np.where(x > 0, y, -y)),
+    fn("relu", lambda x: flux.relu(x), normals((3, 4)), relu),
+    fn("logistic", lambda x: flux.σ(x), lambda rng: (4 * randn(rng, 3, 4),), sigmoid),
+    # elementwise binary, with broadcasting
+    fn("add", lambda x, y: x + y, normals((3, 4), (4,)), lambda x, y: x + y),
+    fn("sub", lambda x, y: x - y, normals((3, 1), (4,)), lambda x, y: x - y),
+    fn("mul", lambda x, y: x * y, normals((3, 4), (3, 1)), lambda x, y: x * y),
+    fn("div", lambda x, y: x / y, _normal_and_positive, lambda x, y: x / y),
+    fn("pow", lambda x, y: x ** y, _positive_and_normal, lambda x, y: np.exp(y * np.log(x))),
+    fn("max", lambda x, y: np.maximum(x, y), _tied, _tie_max),
+    fn("min", lambda x, y: np.minimum(x, y), _tied, _tie_min),
+    # comparisons and logic: boolean outputs, no gradient
+    fn("gt", lambda x, y: x > y, _tied, np.greater, differentiable=False),
+    fn("ge", lambda x, y: x >= y, _tied, np.greater_equal, differentiable=False),
+    fn("lt", lambda x, y: x < y, _tied, np.less, differentiable=False),
+    fn("le", lambda x, y: x <= y, _tied, np.less_equal, differentiable=False),
+    fn("eq", lambda x, y: x == y, _tied, np.equal, differentiable=False),
+    fn("ne", lambda x, y: x != y, _tied, np.not_equal, differentiable=False),
+    fn("and", lambda x, y: (x > 0) & (y > 0), normals((3, 4), (3, 4)),
+       lambda x, y: np.logical_and(x > 0, y > 0), differentiable=False),
+    fn("or", lambda x, y: (x > 0) | (y > 0), normals((3, 4), (3, 4)),
+       lambda x, y: np.logical_or(x > 0, y > 0), differentiable=False),
+    # select, convert, stop_gradient
+    fn("where", lambda c, x, y: np.where(c > 0, x, y), normals((3, 1), (3, 4), (4,)),
+       lambda c, x, y: np.where(c > 0, x, y)),
+    fn("convert", lambda x: (x.astype(np.float64) * 3).astype(np.float32)
+       + (x > 0).astype(np.float32), normals((3, 4)), lambda x: x * 3 + (x > 0)),
+    fn("stop_gradient", lambda x, y: x * P.stop_gradient_p(y), normals((3, 4), (3, 4)),
+       lambda x, y: x * y, constant_inputs=(1,)),
+    # matmul, reductions
+    fn("matmul", lambda x, y: x @ y, normals((3, 4), (4, 2)), lambda x, y: x @ y),
+    fn("reduce_sum", lambda x: np.sum(x, axis=0), normals((3, 4)), lambda x: x.sum(axis=0)),
+    fn("reduce_max", lambda x: np.max(x, axis=-1), normals((3, 4)), lambda x: x.max(axis=-1)),
+    # shapes and indexing
+    fn("broadcast_to", lambda x: np.broadcast_to(x, (2, 3, 4)), normals((3, 1)),
+       lambda x: x[None, :, :] * np.ones((2, 3, 4), x.dtype)),
+    fn("reshape", lambda x: np.reshape(x, (6, 2)), normals((3, 4)), lambda x: x.reshape(6, 2)),
+    fn("transpose", lambda x: np.transpose(x, (1, 2, 0)), normals((2, 3, 4)),
+       lambda x: x.transpose(1, 2, 0)),
+    fn("concatenate", lambda x, y, z: np.concatenate([x, y, z], axis=1),
+       normals((2, 1), (2, 3), (2, 2)), lambda x, y, z: np.hstack([x, y, z])),
+    fn("getitem", lambda x: x[1:, ::-2], normals((3, 5)), lambda x: x[1:, [4, 2, 0]]),
+    fn("index_add", lambda g: P.index_add_p(g, index=(np.array([0, 2, 2]),), shape=(4, 3)),
+       normals((3, 3)), _index_add),
+]
+"""One case per primitive (named after it): the vocabulary every backend implements."""
