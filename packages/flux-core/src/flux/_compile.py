@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._autodiff import vjp
-from ._core import Trace
+from ._core import ESCAPED, Trace, Tracer, TraceError
 from ._errors import FluxError, FluxTypeError, FluxValueError, ShapeError
 from ._ir import Aval
 from ._model import is_model, model_paths, params
@@ -42,6 +42,8 @@ def as_input_array(value, dtype, where: str) -> np.ndarray:
     """A numeric array for one input leaf, cast to the model's dtype; else a TypeError naming it."""
     if isinstance(value, Param):
         value = value.value
+    if isinstance(value, Tracer):
+        raise TraceError(ESCAPED)
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise FluxTypeError(f"{where}: expected a numeric array, found "

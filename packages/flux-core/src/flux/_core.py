@@ -127,6 +127,8 @@ class Tracer:
 
 def _value_error(what: str) -> TraceError:
     trace = _state.trace
+    if trace is None:
+        return TraceError(ESCAPED)
     error = TraceError(
         f"{what}: the forward function defines a dataflow graph, and traced values have a "
         f"shape but no value while it is recorded. Use np.where(cond, a, b) for data-dependent "

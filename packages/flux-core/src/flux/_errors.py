@@ -1,7 +1,6 @@
 """The error classes users see, and the model frames (`.trace`) every error carries."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 __all__ = [
@@ -42,10 +41,10 @@ class FluxError(Exception):
     one ``in Model (path) at file:line`` line per frame.
     """
 
-    def __init__(self, message: str = "", trace=()):
+    def __init__(self, message: str = "", trace=None):
         super().__init__(message)
         self.message = message
-        self.trace = list(trace)
+        self.trace = list(trace) if trace is not None else _frames_now()
 
     def with_trace(self, trace) -> "FluxError":
         """Attach `trace` unless the error already has one; return the error."""
@@ -87,6 +86,9 @@ class BackendNotInstalled(FluxError, ImportError):
     """A backend was asked for whose plugin is not installed; says what to ``pip install``."""
 
 
-def show_internal_frames() -> bool:
-    """True when FLUX_TRACEBACK=full asks to keep flux's own frames in tracebacks."""
-    return os.environ.get("FLUX_TRACEBACK", "").lower() in ("1", "full", "all")
+def _frames_now() -> list:
+    """The model frames of the code being traced right now (empty outside a trace), so an
+    error raised anywhere inside a forward function points at the model and the line."""
+    from ._core import current_trace
+    trace = current_trace()
+    return list(trace.source().frames) if trace is not None else []

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import inspect
 import sys
-import types
 
 import numpy as np
 
 from ._core import current_trace
-from ._errors import FluxError
+from ._errors import FluxTypeError
 from ._param import Param, epoch, param
 from ._source import ModelCall
 
@@ -106,7 +105,7 @@ def call_model(model, forward, args, kwargs, name: str):
     trace = current_trace()
     if trace is None:
         if kwargs:
-            raise FluxError(f"{name} takes its inputs positionally; keyword arguments "
+            raise FluxTypeError(f"{name} takes its inputs positionally; keyword arguments "
                             f"{sorted(kwargs)} cannot be traced")
         return compiled_numpy(model)(*args)
     call = ModelCall(name, trace.paths.get(id(model), ""), sys._getframe())
@@ -152,13 +151,13 @@ def net(obj):
         return _net_class(obj)
     if callable(obj):
         return FunctionModel(obj)
-    raise FluxError(f"@net applies to a class or a function, found {type(obj).__name__}")
+    raise FluxTypeError(f"@net applies to a class or a function, found {type(obj).__name__}")
 
 
 def _net_class(cls):
     forward = cls.__dict__.get("__call__") or getattr(cls, "__call__", None)
     if forward is None or forward is object.__call__:
-        raise FluxError(f"@net class {cls.__name__} needs a forward function: define "
+        raise FluxTypeError(f"@net class {cls.__name__} needs a forward function: define "
                         f"`def __call__(self, x): ...`")
     fields = []
     for klass in reversed(cls.__mro__):
@@ -189,20 +188,20 @@ def _fieldwise_init(cls, fields):
 
     def __init__(self, *args, **kwargs):
         if len(args) > len(fields):
-            raise FluxError(f"{cls.__name__} takes at most {len(fields)} fields "
+            raise FluxTypeError(f"{cls.__name__} takes at most {len(fields)} fields "
                             f"({', '.join(fields)}), given {len(args)}")
         values = dict(zip(fields, args))
         for key, value in kwargs.items():
             if key not in fields:
-                raise FluxError(f"{cls.__name__} has no field {key!r}; its fields are "
+                raise FluxTypeError(f"{cls.__name__} has no field {key!r}; its fields are "
                                 f"{', '.join(fields)}")
             if key in values:
-                raise FluxError(f"{cls.__name__} got field {key!r} twice")
+                raise FluxTypeError(f"{cls.__name__} got field {key!r} twice")
             values[key] = value
         for f in fields:
             if f not in values:
                 if f not in defaults:
-                    raise FluxError(f"{cls.__name__} is missing field {f!r}")
+                    raise FluxTypeError(f"{cls.__name__} is missing field {f!r}")
                 values[f] = defaults[f]
             setattr(self, f, _field_value(values[f]))
 
@@ -229,8 +228,10 @@ def _model_repr(self) -> str:
 
 
 def _short_repr(value) -> str:
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, np.ufunc)):
-        return getattr(value, "__name__", repr(value))
+    """A field's repr; functions (Python, builtin, NumPy ufuncs and dispatchers) by name."""
+    if not is_model(value) and not isinstance(value, type) and callable(value) \
+            and isinstance(getattr(value, "__name__", None), str) and not isinstance(value, Param):
+        return value.__name__
     return repr(value)
 
 

@@ -57,7 +57,7 @@ def _to_dtype(value, dtype):
 def _floating(value):
     """Integers and bools become float64 before float-only functions, as in NumPy."""
     value = lift(value)
-    if _is_weak(value):
+    if not isinstance(value, (Tracer, Literal)):
         value = np.asarray(value)
     if _dtype(value).kind in "fc":
         return value
@@ -215,10 +215,12 @@ def _axes(axis, ndim: int, name: str) -> tuple:
 
 
 def _as_tracer_or_array(x):
+    """A Tracer stays a Tracer; anything else (Params outside a trace, lists, numbers,
+    Literals) becomes an array."""
     x = lift(x)
-    if _is_weak(x) or isinstance(x, Literal):
-        return np.asarray(x.value if isinstance(x, Literal) else x)
-    return x
+    if isinstance(x, Tracer):
+        return x
+    return np.asarray(x.value if isinstance(x, Literal) else x)
 
 
 def sum(x, axis=None, dtype=None, out=None, keepdims=False, **unsupported):

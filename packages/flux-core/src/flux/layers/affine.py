@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from .._errors import FluxTypeError
 from .._model import net
 from .._param import Param, initn, param
 
@@ -30,7 +31,7 @@ class Affine:
             n_in, n_out = int(W), int(b)
             W, b = init(n_in, n_out), init(n_out)
         elif b is None:
-            raise TypeError("Affine takes (in, out) sizes or (W, b) arrays; given one argument")
+            raise FluxTypeError("Affine takes (in, out) sizes or (W, b) arrays; given one argument")
         self.W = param(W)
         self.b = param(b)
 

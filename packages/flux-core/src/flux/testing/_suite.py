@@ -6,8 +6,6 @@ subclasses may override `compile` (how a model is compiled), the tolerances, or 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -15,7 +13,8 @@ import flux
 from flux import _primitives
 
 from ._cases import CASES, Case
-from ._checks import ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close, leaves
+from ._checks import (ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close,
+                      finite_differences, leaves)
 from ._primitive_cases import PRIMITIVE_CASES
 
 __all__ = ["BackendConformance"]
@@ -44,15 +43,15 @@ def _copy(value):
     return np.array(value, copy=True)
 
 
-def _delta(case: Case, template):
-    """A random float32 cotangent shaped like the output `template` (tuples kept)."""
-    rng = case.rng("delta")
+def _random_like(case: Case, template, purpose: str = "delta"):
+    """Random float32 arrays shaped like `template` (tuples kept): cotangents and targets."""
+    rng = case.rng(purpose)
     if isinstance(template, (tuple, list)):
-        return type(template)(_delta_leaf(rng, t) for t in template)
-    return _delta_leaf(rng, template)
+        return type(template)(_random_leaf(rng, t) for t in template)
+    return _random_leaf(rng, template)
 
 
-def _delta_leaf(rng, template):
+def _random_leaf(rng, template):
     return np.asarray(rng.standard_normal(np.shape(template)), dtype=np.float32)
 
 
@@ -169,26 +168,29 @@ class BackendConformance:
     def check_forward(self, case: Case) -> None:
         """Proves the compiled model computes the oracle's function: same structure, shapes
         and dtype (float32 for float32 Params, a 0-d array for one number), values within
-        float32 tolerance of the float64 reference; a second call gives the same result and
-        leaves the first one intact (results are never reused buffers); the call changes
-        neither its inputs nor the Params."""
+        float32 tolerance of the float64 reference; a call on other inputs is right too and
+        leaves the first result intact (results are never buffers the backend reuses); calling
+        again on the first inputs gives the first result; no call changes its inputs or the
+        Params."""
         model, params = case.build()
         assert bool(params) == case.has_params, (
             f"case {case.name!r}: has_params={case.has_params} but the model has "
             f"{len(params)} Params")
         inputs = case.make_inputs()
+        others = tuple(case.inputs(case.rng("other inputs")))
         inputs_before, params_before = _copy(inputs), _values(params)
         compiled = self.compile(model)
 
         out = compiled(*inputs)
         self._check_output(case, out, params, inputs)
         first = _copy(out)
-        again = compiled(*inputs)
+        self._check_output(case, compiled(*others), params, others)
         for i, (a, b) in enumerate(zip(leaves(out), leaves(first))):
             assert np.array_equal(a, b, equal_nan=True), (
-                f"output {i} of the first call changed during the second call: the backend "
+                f"output {i} of the first call changed during a later call: the backend "
                 f"returned a buffer it reuses")
-        assert_close(again, first, rtol=self.rtol, atol=self.atol, what="second call")
+        assert_close(compiled(*inputs), first, rtol=self.rtol, atol=self.atol,
+                     what="the output of a repeated call")
         assert_close(inputs, inputs_before, rtol=0, atol=0, what="inputs after the call")
         assert_close(_values(params), params_before, rtol=0, atol=0, what="Params after the call")
 
@@ -225,7 +227,7 @@ class BackendConformance:
         model, params = case.build()
         inputs = case.make_inputs()
         compiled = self.compile(model)
-        delta = _delta(case, case.expected(params, inputs))
+        delta = _random_like(case, case.expected(params, inputs))
         before = _values(params)
 
         input_grads = flux.back(compiled, delta, *inputs)
@@ -267,7 +269,7 @@ class BackendConformance:
         inputs = case.make_inputs()
         compiled = self.compile(model)
         compiled(*inputs)                      # a cached plan must not hold stale values
-        delta = _delta(case, case.expected(params, inputs))
+        delta = _random_like(case, case.expected(params, inputs))
 
         flux.back(compiled, delta, *inputs)
         grads = {name: np.array(p.grad) for name, p in params.items()}
@@ -288,35 +290,45 @@ class BackendConformance:
         self._check_output(case, compiled(*inputs), params, inputs)
 
     def check_train(self, case: Case) -> None:
-        """Proves `flux.train` trains through the backend: one SGD step on one pair returns
-        ``[mse(reference(x), y)]`` and moves each original Param by ``-lr ∇mse`` (finite
-        differences); five epochs return five finite per-epoch mean losses, decreasing."""
+        """Proves `flux.train` trains through the backend, against the oracle: one SGD step on
+        one pair returns ``[mse(reference(x), y)]`` and moves each ORIGINAL Param by
+        ``-lr ∇mse`` (finite differences); over five epochs of a batch and a single point it
+        calls the callback after every update and returns each epoch's mean of the losses
+        before each update (recomputed by the oracle from the Params seen by the callback),
+        and they decrease."""
         model, params = case.build()
         (x,) = case.make_inputs()
-        y = _delta(case, case.expected(params, (x,)))          # a random target of the output's shape
+        y = _random_like(case, case.expected(params, (x,)), "target")
         start = _values(params)
 
-        def loss(*values):
-            out = case.expected(dict(zip(start, values)), (x,), np.float64)
+        def loss(values: dict, x, y) -> float:
+            out = case.expected(values, (x,), np.float64)
             return float(np.mean((out - y) ** 2))
 
-        from ._checks import finite_differences
         losses = flux.train(self.compile(model), [(x, y)], loss=flux.mse, opt=flux.SGD(self.lr))
         assert isinstance(losses, list) and len(losses) == 1, (
             f"flux.train with epochs=1 must return a list of one loss, found {losses!r}")
-        assert_close(losses[0], loss(*start.values()), rtol=self.rtol, atol=self.atol,
+        assert_close(losses[0], loss(start, x, y), rtol=self.rtol, atol=self.atol,
                      what="the loss before the first step")
-        for (name, p), grad in zip(params.items(), finite_differences(loss, *start.values())):
+        grads = finite_differences(lambda *v: loss(dict(zip(start, v)), x, y), *start.values())
+        for (name, p), grad in zip(params.items(), grads):
             scale = float(np.max(np.abs(grad)))
             assert_close(p.value, start[name] - self.lr * grad, rtol=4 * np.finfo(p.dtype).eps,
-                         atol=self.lr * self.grad_rtol * scale + 1e-7,
+                         atol=abs(self.lr) * self.grad_rtol * scale + 1e-7,
                          what=f"Param {name!r} after one SGD step")
 
         model, params = case.build()
-        losses = flux.train(self.compile(model), [(x, y)], loss=flux.mse,
-                            opt=flux.SGD(self.lr), epochs=5)
-        assert len(losses) == 5 and all(math.isfinite(v) for v in losses), (
-            f"flux.train with epochs=5 must return 5 finite losses, found {losses}")
+        data = [(x, y), (x[0], y[0])] if case.batched else [(x, y)]
+        seen = [_values(params)]
+        losses = flux.train(self.compile(model), data, loss=flux.mse, opt=flux.SGD(self.lr),
+                            epochs=5, cb=[lambda: seen.append(_values(params))])
+        assert len(seen) == 1 + 5 * len(data), (
+            f"the callback ran {len(seen) - 1} times for {5 * len(data)} updates")
+        before = iter(seen)
+        expected = [np.mean([loss(next(before), *pair) for pair in data]) for _ in range(5)]
+        assert isinstance(losses, list) and len(losses) == 5, (
+            f"flux.train with epochs=5 must return a list of 5 losses, found {losses!r}")
+        assert_close(losses, expected, rtol=self.rtol, atol=self.atol, what="per-epoch mean losses")
         assert all(b < a for a, b in zip(losses, losses[1:])), (
             f"the loss did not decrease at every epoch: {losses}")
 
