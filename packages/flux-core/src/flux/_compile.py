@@ -128,6 +128,15 @@ class Compiled:
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
 
+    def all_params(self) -> list:
+        """The model's Params (`flux.params`), then any other Param its traced graphs use
+        (e.g. one a forward function reaches through a closure)."""
+        found = {id(p): p for p in params(self.model).values()}
+        for entry in list(self._entries.values()):
+            for p in (entry.graph.param_objs if isinstance(entry, _Entry) else entry.params):
+                found.setdefault(id(p), p)
+        return list(found.values())
+
     def graph(self, *args):
         """The traced graph for these inputs (arrays or shapes' example arrays)."""
         return self._prepare(args)[1].graph

@@ -9,7 +9,7 @@ import time
 from ._compile import Compiled, compiled_of
 from ._errors import FluxError
 from ._losses import mse
-from ._model import params
+from ._model import is_model
 from ._optimisers import SGD, as_optimiser
 
 __all__ = ["back", "update", "train"]
@@ -21,15 +21,23 @@ def back(model, Δ, *xs):
     return compiled_of(model).back(Δ, *xs)
 
 
-def _model_of(model):
-    return model.model if isinstance(model, Compiled) else model
+def _all_params(model) -> list:
+    """Every Param `back` may have given a gradient: the model's, and those its traced graphs
+    reach otherwise (closures), through its compiled twin and, if compiled, itself."""
+    found = {}
+    targets = [model] if not isinstance(model, Compiled) else [model, model.model]
+    for target in targets:
+        if isinstance(target, Compiled) or is_model(target):
+            for p in compiled_of(target).all_params():
+                found.setdefault(id(p), p)
+    return list(found.values())
 
 
 def update(model, opt) -> None:
     """Apply the accumulated gradients with `opt` (a number is an SGD learning rate) and clear
     them. Params that received no gradient are left alone."""
     opt = as_optimiser(opt)
-    ps = [p for p in params(_model_of(model)).values() if p._grad is not None]
+    ps = [p for p in _all_params(model) if p._grad is not None]
     opt.apply(ps, [p._grad for p in ps])
     for p in ps:
         p.zero_grad()

@@ -80,17 +80,17 @@ class Case:
         deltas = [np.asarray(d, np.float64) for d in leaves(delta)]
 
         def objective(*arrays):
-            p = dict(zip(keys, arrays[:len(keys)]))
+            p = dict(zip(keys, arrays[:len(keys)], strict=True))
             xs = _rebuild(inputs, list(arrays[len(keys):]))
             outs = leaves(self.reference(p, *xs))
-            return sum(float(np.sum(d * o)) for d, o in zip(deltas, outs))
+            return sum(float(np.sum(d * o)) for d, o in zip(deltas, outs, strict=True))
 
         grads = finite_differences(objective, *(np.asarray(params[k]) for k in keys), *in_leaves)
         input_grads = grads[len(keys):]
         for i in self.constant_inputs:
             for j in _leaf_positions(inputs, i):
                 input_grads[j] = np.zeros_like(input_grads[j])
-        return dict(zip(keys, grads[:len(keys)])), _rebuild(inputs, input_grads)
+        return dict(zip(keys, grads[:len(keys)], strict=True)), _rebuild(inputs, input_grads)
 
 
 def _cast(x, dtype):

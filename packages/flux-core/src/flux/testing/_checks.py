@@ -55,7 +55,7 @@ def assert_close(actual, expected, *, rtol: float = RTOL, atol: float = ATOL,
             f"{what}: expected a {type(expected).__name__} of {len(expected)} items, "
             f"found {type(actual).__name__}"
             + (f" of {len(actual)} items" if isinstance(actual, (tuple, list)) else ""))
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             assert_close(a, e, rtol=rtol, atol=atol, what=f"{what}[{i}]")
         return
     a, e = np.asarray(actual), np.asarray(expected)

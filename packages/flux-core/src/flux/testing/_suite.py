@@ -11,6 +11,7 @@ import pytest
 
 import flux
 from flux import _primitives
+from flux._plugins import KNOWN_BACKENDS
 
 from ._cases import CASES, Case
 from ._checks import (ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close,
@@ -63,7 +64,7 @@ class BackendConformance:
         class TestMyBackendConformance(BackendConformance):
             backend = "mybackend"          # the name given to flux.compile
             options = {"device": "cpu"}    # optional: passed to flux.compile
-            rtol = 1e-4                    # optional: tolerances (see flux.testing._checks)
+            rtol = 1e-4                    # optional: tolerances (flux.testing.RTOL ...)
 
     Every check builds a fresh model, so the tests are independent and run in any order.
     When the backend is not installed the tests are skipped, saying what to install; set
@@ -77,10 +78,19 @@ class BackendConformance:
     """Keyword options passed to `flux.compile`."""
 
     rtol: float = RTOL
+    """Relative tolerance of outputs against the float64 oracle."""
+
     atol: float = ATOL
+    """Absolute tolerance of outputs against the float64 oracle."""
+
     grad_rtol: float = GRAD_RTOL
+    """Tolerance of gradients against finite differences (see `assert_grads_close`)."""
+
     lr: float = 0.1
+    """The learning rate of the update and training checks."""
+
     skip_if_missing: bool = True
+    """Skip (True) or fail (False) every test when the backend is not installed."""
 
     def compile(self, model):
         """The model compiled for the backend under test."""
@@ -93,8 +103,9 @@ class BackendConformance:
                         f"backend = 'numpy' (or run pytest --flux-backend NAME)")
         installed = flux.backends()
         if self.backend not in installed:
-            message = (f"the flux backend {self.backend!r} is not installed (installed: "
-                       f"{', '.join(installed)})")
+            package = KNOWN_BACKENDS.get(self.backend, "the package that provides it")
+            message = (f"the flux backend {self.backend!r} is not installed (pip install "
+                       f"{package}); installed: {', '.join(installed)}")
             if self.skip_if_missing:
                 pytest.skip(message)
             pytest.fail(message)
@@ -143,8 +154,8 @@ class BackendConformance:
 
     @pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=_ids(PRIMITIVE_CASES))
     def test_primitive_case_uses_its_primitive(self, case: Case):
-        """The case's graph (or, for gradient-only primitives, its gradient graph) contains
-        the primitive it is named after, so the backend really runs that primitive."""
+        """The case's graph, or its gradient graph, contains the primitive it is named after,
+        so the backend really runs that primitive in the forward or gradient checks."""
         from flux._autodiff import vjp
         model, _ = case.build()
         graph = flux.compile(model, "numpy").graph(*case.make_inputs())   # core's trace
@@ -185,7 +196,7 @@ class BackendConformance:
         self._check_output(case, out, params, inputs)
         first = _copy(out)
         self._check_output(case, compiled(*others), params, others)
-        for i, (a, b) in enumerate(zip(leaves(out), leaves(first))):
+        for i, (a, b) in enumerate(zip(leaves(out), leaves(first), strict=True)):
             assert np.array_equal(a, b, equal_nan=True), (
                 f"output {i} of the first call changed during a later call: the backend "
                 f"returned a buffer it reuses")
@@ -206,14 +217,15 @@ class BackendConformance:
                 f"{what}: expected a {type(native).__name__} of {len(native)}, found "
                 f"{type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list))
                                            else ""))
-            for i, (o, n) in enumerate(zip(out, native)):
+            for i, (o, n) in enumerate(zip(out, native, strict=True)):
                 self._check_structure(o, n, f"{what}[{i}]")
             return
         native = np.asarray(native)
         assert type(out) is np.ndarray, (
             f"{what}: expected a NumPy array of shape {native.shape}, found "
             f"{type(out).__name__} {out!r:.60}")
-        assert out.shape == native.shape, f"{what}: expected shape {native.shape}, found {out.shape}"
+        assert out.shape == native.shape, (
+            f"{what}: expected shape {native.shape}, found {out.shape}")
         expected_dtype = _FLOAT32 if native.dtype.kind == "f" else native.dtype
         assert out.dtype == expected_dtype, (
             f"{what}: expected dtype {expected_dtype}, found {out.dtype}")
@@ -236,8 +248,12 @@ class BackendConformance:
         assert isinstance(input_grads, tuple) and len(input_grads) == len(inputs), (
             f"flux.back must return a tuple of {len(inputs)} input gradients, found "
             f"{type(input_grads).__name__} of {len(input_grads)}")
-        for i, (g, x, fd) in enumerate(zip(leaves(list(input_grads)), leaves(list(inputs)),
-                                           leaves(list(fd_inputs)))):
+        grad_leaves, input_leaves = leaves(list(input_grads)), leaves(list(inputs))
+        assert len(grad_leaves) == len(input_leaves), (
+            f"flux.back returned {len(grad_leaves)} input gradient arrays for "
+            f"{len(input_leaves)} input arrays")
+        for i, (g, x, fd) in enumerate(zip(grad_leaves, input_leaves, leaves(list(fd_inputs)),
+                                           strict=True)):
             self._check_gradient(g, x, fd, f"gradient of input leaf {i}")
         first = {}
         for name, p in params.items():
@@ -310,8 +326,10 @@ class BackendConformance:
             f"flux.train with epochs=1 must return a list of one loss, found {losses!r}")
         assert_close(losses[0], loss(start, x, y), rtol=self.rtol, atol=self.atol,
                      what="the loss before the first step")
-        grads = finite_differences(lambda *v: loss(dict(zip(start, v)), x, y), *start.values())
-        for (name, p), grad in zip(params.items(), grads):
+        names = list(start)
+        grads = finite_differences(lambda *v: loss(dict(zip(names, v, strict=True)), x, y),
+                                   *start.values())
+        for (name, p), grad in zip(params.items(), grads, strict=True):
             scale = float(np.max(np.abs(grad)))
             assert_close(p.value, start[name] - self.lr * grad, rtol=4 * np.finfo(p.dtype).eps,
                          atol=abs(self.lr) * self.grad_rtol * scale + 1e-7,
@@ -328,8 +346,9 @@ class BackendConformance:
         expected = [np.mean([loss(next(before), *pair) for pair in data]) for _ in range(5)]
         assert isinstance(losses, list) and len(losses) == 5, (
             f"flux.train with epochs=5 must return a list of 5 losses, found {losses!r}")
-        assert_close(losses, expected, rtol=self.rtol, atol=self.atol, what="per-epoch mean losses")
-        assert all(b < a for a, b in zip(losses, losses[1:])), (
+        assert_close(losses, expected, rtol=self.rtol, atol=self.atol,
+                     what="per-epoch mean losses")
+        assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), (
             f"the loss did not decrease at every epoch: {losses}")
 
     def check_batch(self, case: Case) -> None:
