@@ -6,27 +6,25 @@ import numbers
 
 import numpy as np
 
-from ._errors import FluxTypeError, ShapeError
+from ._errors import FluxTypeError
 
 __all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
 
 
 class Optimiser:
     """Base class: `deltas` computes ``(steps, new_state)`` without changing anything; `apply`
-    checks, computes, then subtracts each step from its Param in place."""
+    computes them all, then subtracts each step from its Param in place."""
 
     def deltas(self, params, grads):
         raise NotImplementedError
 
     def apply(self, params, grads) -> None:
-        params, grads = list(params), list(grads)
-        for p, g in zip(params, grads):
-            if np.shape(g) != p.shape:
-                raise ShapeError(f"a gradient of shape {np.shape(g)} cannot update a Param of "
-                                f"shape {p.shape}")
+        """Update `params` by `grads`: arrays of the Params' shapes, as `back` and training
+        steps make them (the `Param.grad` setter refuses other shapes)."""
         steps, commit = self.deltas(params, grads)
         for p, step in zip(params, steps):
-            np.subtract(p.value, step, out=p.value, casting="unsafe")
+            value = p._value
+            np.subtract(value, step, out=value, casting="unsafe")
         commit()
 
 
