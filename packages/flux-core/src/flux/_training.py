@@ -102,7 +102,8 @@ class _Progress:
             bar = f"[{'=' * done}{' ' * (30 - done)}] {count}/{self.size}"
         else:
             bar = f"{count} steps"
-        sys.stderr.write(f"\rEpoch {epoch + 1}/{epochs} {bar} loss {mean_loss:.4f}")
+        label = f"Epoch {epoch + 1}/{epochs} " if epochs > 1 else ""
+        sys.stderr.write(f"\r{label}{bar} loss {mean_loss:.4f}")
         sys.stderr.flush()
 
     def end(self):

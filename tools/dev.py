@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Build the project's environments and run the demo or every test suite (stdlib only).
+
+    python3 tools/dev.py demo [--fresh] [DEMO OPTIONS]   # .envs/demo, then examples/digits.py
+    python3 tools/dev.py test [--fresh] [ENV ...]        # every test env (or the named ones)
+
+Each environment is a virtual environment in ``.envs/<name>``, described by one entry of
+`ENVS`: pip requirements taken from the package index, local packages under ``packages/``
+(installed editable, by path, in the same pip command as the requirements, so that a
+distribution of ours is never fetched from the index under the same name), and the pytest
+suites to run in it. An environment is reused while its spec (the requirements, the local
+packages and a hash of each one's ``pyproject.toml``, the Python) matches the stamp file
+written when it was built; otherwise, or with ``--fresh``, it is rebuilt from scratch.
+
+``test`` prints a summary table and exits with status 1 if any environment fails to build
+or any suite fails or collects no tests.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVS_DIR = ROOT / ".envs"
+STAMP = "flux-env.json"
+DEMO = ROOT / "examples" / "digits.py"
+
+DOCTESTS = ("--doctest-modules", "packages/flux-core/src/flux")
+
+
+@dataclasses.dataclass(frozen=True)
+class Env:
+    """One environment: what to install in it and which pytest suites to run there."""
+
+    name: str
+    requirements: tuple[str, ...]
+    """pip requirement strings, resolved from the package index."""
+    packages: tuple[str, ...] = ("packages/flux-core",)
+    """Local packages (paths relative to the repository, extras allowed: ``path[tf]``)."""
+    suites: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Suite name -> pytest arguments, run from the repository root."""
+
+
+TEST_TOOLS = ("pytest", "hypothesis",
+              "setuptools>=70.1")   # builds flux-core's metadata offline (tests/test_packaging.py)
+
+ENVS = [
+    Env("demo", ("numpy>=2,<3", "scikit-learn", "matplotlib")),
+    Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib"),
+        suites={"tests": ("tests",), "doctests": DOCTESTS}),
+    # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
+    Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),
+        suites={"tests": ("tests",), "doctests": DOCTESTS}),
+]
+
+
+# ----------------------------------------------------------------------------- environments
+
+def _python_in(where: Path) -> Path:
+    return where / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _clean_environ(**extra: str) -> dict[str, str]:
+    """The caller's environment without what would leak other installations into an env."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    environ["PYTHONNOUSERSITE"] = "1"
+    environ.update(extra)
+    return environ
+
+
+def _package_dir(package: str) -> Path:
+    return ROOT / package.split("[", 1)[0]
+
+
+def spec_of(env: Env) -> dict:
+    """What the environment is built from; a change to any of it means a rebuild."""
+    packages = {}
+    for package in env.packages:
+        pyproject = _package_dir(package) / "pyproject.toml"
+        packages[package] = hashlib.sha256(pyproject.read_bytes()).hexdigest()
+    return {
+        "python": f"{platform.python_version()} {sys.base_prefix}",
+        "requirements": list(env.requirements),
+        "packages": packages,
+    }
+
+
+def _read_stamp(where: Path) -> dict | None:
+    try:
+        return json.loads((where / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run(command: list, **kwargs) -> int:
+    print("$ " + " ".join(str(part) for part in command), flush=True)
+    return subprocess.run(command, **kwargs).returncode
+
+
+def ensure(env: Env, fresh: bool) -> tuple[Path | None, str]:
+    """The env's Python, built or reused, and what happened: 'reused', 'built' or 'FAILED'."""
+    where = ENVS_DIR / env.name
+    spec = spec_of(env)
+    if not fresh and _read_stamp(where) == spec and _python_in(where).exists():
+        print(f"== env {env.name}: reusing {where.relative_to(ROOT)}", flush=True)
+        return _python_in(where), "reused"
+    why = "--fresh" if fresh else ("spec changed" if where.exists() else "new")
+    print(f"== env {env.name}: building {where.relative_to(ROOT)} ({why})", flush=True)
+    if where.exists():
+        shutil.rmtree(where)
+    if _run([sys.executable, "-m", "venv", where], env=_clean_environ()) != 0:
+        return None, "FAILED"
+    python = _python_in(where)
+    local = []
+    for package in env.packages:
+        local += ["-e", str(ROOT / package)]
+    install = [python, "-m", "pip", "install", "--disable-pip-version-check",
+               "--progress-bar", "off", *env.requirements, *local]
+    if _run(install, cwd=ROOT, env=_clean_environ()) != 0:
+        return None, "FAILED"
+    (where / STAMP).write_text(json.dumps(spec, indent=2) + "\n")
+    return python, "built"
+
+
+# ----------------------------------------------------------------------------- suites
+
+@dataclasses.dataclass
+class Row:
+    env: str
+    suite: str
+    result: str
+    seconds: float
+    counts: dict[str, int] | None = None
+
+
+def _counts(report: Path) -> dict[str, int] | None:
+    """Passed/failed/skipped counts from a pytest JUnit XML report."""
+    try:
+        root = ElementTree.parse(report).getroot()
+    except (OSError, ElementTree.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites:
+        for key in total:
+            total[key] += int(suite.get(key, 0))
+    failed = total["failures"] + total["errors"]
+    return {"passed": total["tests"] - failed - total["skipped"], "failed": failed,
+            "skipped": total["skipped"]}
+
+
+def run_suite(env: Env, python: Path, suite: str, args: tuple[str, ...]) -> Row:
+    print(f"== env {env.name}: suite {suite}", flush=True)
+    report = ENVS_DIR / env.name / "reports" / f"{suite}.xml"
+    report.unlink(missing_ok=True)
+    started = time.perf_counter()
+    code = _run([python, "-m", "pytest", *args, f"--junitxml={report}"], cwd=ROOT,
+                env=_clean_environ(MPLBACKEND="Agg"))
+    seconds = time.perf_counter() - started
+    counts = _counts(report)
+    if code == 5 or (code == 0 and counts is not None and sum(counts.values()) == 0):
+        result = "NO TESTS"
+    else:
+        result = "passed" if code == 0 else f"FAILED ({code})"
+    return Row(env.name, suite, result, seconds, counts)
+
+
+def print_summary(rows: list[Row], seconds: float) -> None:
+    header = ("env", "suite", "result", "passed", "failed", "skipped", "seconds")
+    lines = [header]
+    for row in rows:
+        c = row.counts or {}
+        lines.append((row.env, row.suite, row.result, str(c.get("passed", "")),
+                      str(c.get("failed", "")), str(c.get("skipped", "")), f"{row.seconds:.1f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    print("\n== summary")
+    for line in lines:
+        print("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths, strict=True))))
+    print(f"total {seconds:.1f} s", flush=True)
+
+
+def _ok(row: Row) -> bool:
+    return row.result in ("passed", "built", "reused")
+
+
+# ----------------------------------------------------------------------------- commands
+
+def test(names: list[str], fresh: bool) -> int:
+    testable = [env for env in ENVS if env.suites]
+    unknown = set(names) - {env.name for env in testable}
+    if unknown:
+        raise SystemExit(f"dev.py: no test environment named {', '.join(sorted(unknown))}; "
+                         f"the test environments are {', '.join(e.name for e in testable)}")
+    started = time.perf_counter()
+    rows = []
+    for env in testable:
+        if names and env.name not in names:
+            continue
+        build_started = time.perf_counter()
+        python, status = ensure(env, fresh)
+        rows.append(Row(env.name, "(env)", status, time.perf_counter() - build_started))
+        if python is None:
+            continue
+        for suite, args in env.suites.items():
+            rows.append(run_suite(env, python, suite, args))
+    print_summary(rows, time.perf_counter() - started)
+    return 0 if all(_ok(row) for row in rows) else 1
+
+
+def demo(options: list[str], fresh: bool) -> int:
+    [env] = [env for env in ENVS if env.name == "demo"]
+    python, status = ensure(env, fresh)
+    if python is None:
+        print("dev.py: building the demo environment failed (see pip's output above)",
+              file=sys.stderr)
+        return 1
+    return _run([python, DEMO, *options], env=_clean_environ())
+
+
+def main(argv: list[str] | None = None) -> int:
+    if sys.version_info < (3, 10):
+        raise SystemExit("dev.py: flux needs Python 3.10 or newer; run this with python3.11")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_demo = commands.add_parser("demo", help="build .envs/demo and run examples/digits.py; "
+                                   "other options go to the demo (--epochs, --backend, --out)")
+    run_demo.add_argument("--fresh", action="store_true", help="rebuild the environment")
+    run_tests = commands.add_parser("test", help="build every test environment and run every "
+                                    "suite in it")
+    run_tests.add_argument("--fresh", action="store_true", help="rebuild the environments")
+    run_tests.add_argument("envs", nargs="*", metavar="ENV",
+                           help="only these environments: " +
+                                ", ".join(env.name for env in ENVS if env.suites))
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        return demo(rest, args.fresh)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return test(args.envs, args.fresh)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
