@@ -42,6 +42,18 @@ class SGD(Optimiser):
         lr = self.lr
         return [np.multiply(g, lr, dtype=p.dtype) for p, g in zip(params, grads)], _nothing
 
+    def apply(self, params, grads) -> None:
+        """p ← p − η g, scaling each gradient array in place when it is writable (gradients
+        handed to an optimiser are consumed: `update` clears them afterwards)."""
+        lr = self.lr
+        for p, g in zip(params, grads):
+            value = p._value
+            if g.dtype == value.dtype and g.flags.writeable and g.base is None:
+                np.multiply(g, lr, out=g)
+            else:
+                g = np.multiply(g, lr, dtype=value.dtype)
+            np.subtract(value, g, out=value)
+
     def __repr__(self) -> str:
         return f"SGD({self.lr})"
 

@@ -77,7 +77,7 @@ class Param:
 
     @grad.setter
     def grad(self, new) -> None:
-        new = np.asarray(new, dtype=self._value.dtype)
+        new = np.array(new, dtype=self._value.dtype)   # a copy: optimisers may consume it
         if new.shape != self._value.shape:
             raise ShapeError(f"a gradient for a Param of shape {self.shape} must have that "
                             f"shape, found {new.shape}")
