@@ -4,7 +4,9 @@ hand-written in NumPy, and vs PyTorch on the CPU if it is installed.
 Each contender does the same work per step: forward (Affine, relu, Affine, relu, Affine), the
 softmax cross-entropy loss averaged over the batch, the backward pass, and an SGD update of all
 six parameters. Timings are the median of several repeats of many steps, measured side by side
-in one run (interleaved), so the ratios are robust to a noisy machine.
+in one run (interleaved, in a different order each repeat), so the ratios are robust to a noisy
+machine. PyTorch's OpenMP threads are told not to spin after each op (OMP_WAIT_POLICY=PASSIVE):
+spinning threads would steal the two cores from whichever contender runs next.
 
     python bench/mlp_step.py [--steps 200] [--repeats 7] [--sizes 64,128,128,10] [--batch 128]
 """
@@ -12,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import flux
+import numpy as np  # noqa: E402
+
+import flux  # noqa: E402
 
 LR = 0.01
 
@@ -123,8 +128,10 @@ def main():
     for run in contenders.values():
         run(20)  # warm up: plan building, caches
     times = {name: [] for name in contenders}
+    order = list(contenders.items())
     for _ in range(args.repeats):
-        for name, run in contenders.items():
+        random.Random(_).shuffle(order)
+        for name, run in order:
             start = time.perf_counter()
             run(args.steps)
             times[name].append((time.perf_counter() - start) / args.steps)
