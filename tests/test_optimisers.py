@@ -210,3 +210,27 @@ def test_adam_converges_on_a_small_regression():
     assert history[-1] < 1e-4 < history[0]
     np.testing.assert_allclose(a.W.value, W_true, atol=1e-2)
     np.testing.assert_allclose(a.b.value, b_true, atol=1e-2)
+
+
+def test_a_user_defined_optimiser_subclass_works_with_update_and_train():
+    """`flux.Optimiser` is the extension point: `deltas` returns the steps and a commit."""
+    class SignSGD(flux.Optimiser):
+        def __init__(self, lr):
+            self.lr = lr
+            self.steps = 0
+
+        def deltas(self, params, grads):
+            def commit():
+                self.steps += 1
+            return [self.lr * np.sign(g) for g in grads], commit
+
+    a = flux.Affine(np.ones((2, 1)), np.zeros(1))
+    flux.back(a, np.array([1.0]), np.array([1.0, -2.0]))
+    opt = SignSGD(0.5)
+    flux.update(a, opt)
+    np.testing.assert_array_equal(a.W.value, [[0.5], [1.5]])
+    np.testing.assert_array_equal(a.b.value, [-0.5])
+    flux.train(a, [(np.array([1.0, 1.0]), np.array([0.0]))], opt=opt)
+    assert opt.steps == 2
+    assert isinstance(flux.FluxValueError("x"), ValueError)
+    assert isinstance(flux.FluxTypeError("x"), TypeError)
