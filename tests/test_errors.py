@@ -1,6 +1,5 @@
 """Errors users can cause: each is a FluxError (and the matching built-in class), says what was
 expected and what was found, and points at the model and the user's line."""
-import inspect
 import os
 
 import numpy as np
@@ -8,24 +7,15 @@ import pytest
 
 import flux
 from flux import Affine, Chain, net, softmax, σ
+from helpers import AFFINE_FILE, affine_line, line_of as _line_of
+
 
 HERE = os.path.abspath(__file__)
-AFFINE_FILE = os.path.abspath(inspect.getsourcefile(Affine))
 
 
-def line_of(marker):
-    """The line of this file holding the comment ``# <marker>``."""
-    with open(HERE, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if text.rstrip().endswith("# " + marker)]
-    assert len(hits) == 1, (marker, hits)
-    return hits[0]
-
-
-def affine_line():
-    with open(AFFINE_FILE, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if "return x @ self.W + self.b" in text]
-    assert len(hits) == 1
-    return hits[0]
+def line_of(marker, path=None):
+    """The line of this file (or `path`) holding the comment ``# <marker>``."""
+    return _line_of(marker, path or HERE)
 
 
 @net

@@ -7,22 +7,12 @@ import pytest
 
 import flux
 from flux import Affine, Chain, net
+from helpers import np_sigmoid, np_softmax, np_logsoftmax
 
 RNG = np.random.default_rng(7)
 
 
-def np_sigmoid(x):
-    return 1 / (1 + np.exp(-x))
 
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_logsoftmax(x):
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 # name: (flux function, NumPy oracle, input domain)

@@ -5,17 +5,11 @@ import pytest
 
 import flux
 from flux import Affine, Chain, Param, net, param, softmax, σ
+from helpers import np_sigmoid, np_softmax
 
 RNG = np.random.default_rng(1234)
 
 
-def np_sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # -- Param ----------------------------------------------------------------------------------------

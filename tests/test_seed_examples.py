@@ -4,17 +4,11 @@ import numpy as np
 
 import flux
 from flux import Affine, Chain, Param, net, param, softmax, σ
+from helpers import np_sigmoid, np_softmax
 
 RNG = np.random.default_rng(2017)
 
 
-def np_sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # -- Model Building Basics: The Model -----------------------------------------------------------

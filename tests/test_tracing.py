@@ -1,7 +1,6 @@
 """Tracing and the IR: graphs, their printer and checker, source lines and model frames, NumPy
 inside models, dtype promotion, the trace cache, and round trips (graph == Python forward)."""
 import dataclasses
-import inspect
 import os
 
 import numpy as np
@@ -13,25 +12,14 @@ from flux import Affine, Chain, Param, net, param, softmax, σ
 from flux._autodiff import vjp
 from flux._compile import trace
 from flux._pytree import flatten
+from helpers import AFFINE_FILE, affine_line, line_of as _line_of
+
+
+def line_of(marker, path=None):
+    return _line_of(marker, path or HERE)
 
 RNG = np.random.default_rng(99)
 HERE = os.path.abspath(__file__)
-AFFINE_FILE = os.path.abspath(inspect.getsourcefile(Affine))
-
-
-def line_of(marker, path=HERE):
-    """The line holding the comment ``# <marker>`` in `path`."""
-    with open(path, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if text.rstrip().endswith("# " + marker)]
-    assert len(hits) == 1, (marker, hits)
-    return hits[0]
-
-
-def affine_line():
-    with open(AFFINE_FILE, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if "return x @ self.W + self.b" in text]
-    assert len(hits) == 1
-    return hits[0]
 
 
 def graph_of(model, *xs):

@@ -9,6 +9,7 @@ import pytest
 
 import flux
 from flux import Affine, Chain
+from helpers import np_softmax, np_logsoftmax
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -471,14 +472,6 @@ def test_train_with_crossentropy_matches_numpy():
 # -- losses -----------------------------------------------------------------------------------
 
 
-def np_softmax(z):
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def np_logsoftmax(z):
-    shifted = z - z.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def test_mse_seed_example():
@@ -586,7 +579,8 @@ def test_accuracy_with_onehot_targets():
 
 def test_accuracy_with_integer_labels():
     x = np.array([[1, 0, 0], [0, 2, 1], [0, 0, 3], [5, 0, 0]], np.float32)
-    assert flux.accuracy(identity_classifier(), [(x, np.array([0, 2, 2, 0]))]) == pytest.approx(0.75)
+    labels = np.array([0, 2, 2, 0])
+    assert flux.accuracy(identity_classifier(), [(x, labels)]) == pytest.approx(0.75)
 
 
 def test_accuracy_over_single_points():
@@ -653,5 +647,6 @@ def test_throttle_returns_the_latest_result():
 
 def test_throttle_as_a_training_callback():
     calls = []
-    flux.train(affine(3, 2), regression_data(n_pairs=5), cb=flux.throttle(lambda: calls.append(1), 10))
+    callback = flux.throttle(lambda: calls.append(1), 10)
+    flux.train(affine(3, 2), regression_data(n_pairs=5), cb=callback)
     assert calls == [1]

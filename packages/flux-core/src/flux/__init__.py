@@ -37,7 +37,8 @@ __all__ = [
     # backends
     "backends", "compile", "Compiled", "mxnet", "tf", "cupy",
     # errors
-    "FluxError", "ShapeError", "TraceError", "FluxValueError", "FluxTypeError", "BackendError", "BackendNotInstalled", "Frame",
+    "FluxError", "ShapeError", "TraceError", "FluxValueError", "FluxTypeError", "BackendError",
+    "BackendNotInstalled", "Frame",
     "PluginError", "PluginWarning",
 ]
 

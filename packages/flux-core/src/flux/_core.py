@@ -118,7 +118,8 @@ class Tracer:
 
     def __setitem__(self, index, value):
         raise TraceError(
-            "item assignment `x[...] = v` on a traced value: a dataflow graph cannot mutate values; "
+            "item assignment `x[...] = v` on a traced value: a dataflow graph cannot mutate "
+            "values; "
             "build a new value instead (e.g. with np.where or hcat)"
         ).with_trace(self.trace.source().frames)
 
@@ -226,7 +227,8 @@ class Trace:
             return Literal(value, np.asarray(value).dtype)
         array = np.asarray(value)
         if array.dtype.kind not in "biufc":
-            raise TraceError(f"expected a numeric array, found {type(value).__name__}: {value!r:.60}")
+            raise TraceError(f"expected a numeric array, found {type(value).__name__}: "
+                             f"{value!r:.60}")
         return self.const(value if isinstance(value, np.ndarray) else array)
 
     # recording

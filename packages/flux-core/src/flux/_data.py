@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import FluxError, FluxValueError
+from ._errors import FluxValueError
 
 __all__ = ["onehot", "onecold", "accuracy"]
 

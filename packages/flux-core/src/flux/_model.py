@@ -155,7 +155,7 @@ def net(obj):
 
 
 def _net_class(cls):
-    forward = cls.__dict__.get("__call__") or getattr(cls, "__call__", None)
+    forward = cls.__dict__.get("__call__") or getattr(cls, "__call__", None)  # noqa: B004
     if forward is None or forward is object.__call__:
         raise FluxTypeError(f"@net class {cls.__name__} needs a forward function: define "
                         f"`def __call__(self, x): ...`")

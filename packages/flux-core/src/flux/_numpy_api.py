@@ -321,7 +321,10 @@ def ravel(x, order="C"):
 
 def squeeze(x, axis=None):
     x = _as_tracer_or_array(x)
-    axes = [i for i, d in enumerate(x.shape) if d == 1] if axis is None else _axes(axis, x.ndim, "squeeze")
+    if axis is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    else:
+        axes = _axes(axis, x.ndim, "squeeze")
     for a in axes:
         if x.shape[a] != 1:
             raise P.ShapeError(f"squeeze: axis {a} of shape {x.shape} has size {x.shape[a]}, not 1")
@@ -402,7 +405,9 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
 def _filled(x, value, dtype=None):
     x = _as_tracer_or_array(x)
     dtype = np.dtype(dtype) if dtype is not None else x.dtype
-    return P.broadcast_to_p(Literal(value, dtype), shape=x.shape) if x.shape else Literal(value, dtype)
+    if not x.shape:
+        return Literal(value, dtype)
+    return P.broadcast_to_p(Literal(value, dtype), shape=x.shape)
 
 
 def zeros_like(x, dtype=None, **unsupported):
@@ -518,6 +523,13 @@ def array_function(self, func, types, args, kwargs):
 # -- Tracer methods -----------------------------------------------------------------------------
 
 
+def _varargs(values: tuple):
+    """``x.reshape(2, 3)`` and ``x.reshape((2, 3))`` alike, as ndarray methods take them."""
+    if len(values) == 1 and not isinstance(values[0], numbers.Integral):
+        return values[0]
+    return values
+
+
 def _swap(fn):
     return lambda self, other: fn(other, self)
 
@@ -541,10 +553,8 @@ _METHODS = {
     "sum": sum, "mean": mean, "max": max, "min": min, "var": var, "std": std,
     "dot": dot, "clip": clip, "ravel": ravel, "squeeze": squeeze, "astype": astype,
     "flatten": ravel,
-    "reshape": lambda self, *shape, **kw: reshape(
-        self, shape[0] if len(shape) == 1 and not isinstance(shape[0], numbers.Integral) else shape, **kw),
-    "transpose": lambda self, *axes: transpose(
-        self, None if not axes else (axes[0] if len(axes) == 1 and not isinstance(axes[0], numbers.Integral) else axes)),
+    "reshape": lambda self, *shape, **kw: reshape(self, _varargs(shape), **kw),
+    "transpose": lambda self, *axes: transpose(self, _varargs(axes) if axes else None),
     "swapaxes": swapaxes,
     "T": property(lambda self: transpose(self)),
 }

@@ -57,7 +57,8 @@ def _logistic_into(x, out):
 EMITTERS = {
     P.logistic_p: _logistic,
     P.relu_p: lambda ins, p, out: f"np.maximum({ins[0]}, 0" + (f", out={out})" if out else ")"),
-    P.matmul_p: lambda ins, p, out: f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")"),
+    P.matmul_p: lambda ins, p, out: (
+        f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")")),
     P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
     P.convert_p: lambda ins, p, out: f"{ins[0]}.astype(np.{np.dtype(p['dtype']).name})",
     P.stop_gradient_p: lambda ins, p, out: ins[0],
@@ -77,7 +78,8 @@ for _prim in P.PRIMITIVES:
     if _prim.ufunc is not None and _prim not in EMITTERS:
         EMITTERS[_prim] = _ufunc_emitter(_prim.ufunc.__name__)
 
-WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | {p for p in P.PRIMITIVES if p.ufunc is not None}
+WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | {
+    p for p in P.PRIMITIVES if p.ufunc is not None}
 """Primitives whose NumPy form takes an ``out=`` buffer."""
 
 ALIASING = {p for p in P.PRIMITIVES if p.view} | {P.getitem_p}
@@ -168,7 +170,8 @@ class _Plan:
             o = id(out)
             if _aliases(eqn, elided):
                 src = eqn.inputs[0]
-                root[o] = None if not isinstance(src, Var) or id(src) in external else root.get(id(src))
+                ours = isinstance(src, Var) and id(src) not in external
+                root[o] = root.get(id(src)) if ours else None
                 self.targets.append(("fresh",))
                 continue
             target = ("fresh",)

@@ -95,7 +95,8 @@ class ADAM(Optimiser):
             v = b2 * v + (1 - b2) * np.square(g)
             m_hat = m / (1 - b1 ** t)
             v_hat = v / (1 - b2 ** t)
-            steps.append((self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype, copy=False))
+            step = self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+            steps.append(step.astype(p.dtype, copy=False))
             new[id(p)] = (p, m, v, t)
         return steps, lambda: self.state.update(new)
 

@@ -1,4 +1,4 @@
-"""Trainable parameters (`Param`), their initialisation (`initn`, `seed`) and the structure epoch."""
+"""Trainable parameters (`Param`), their initialisation (`initn`, `seed`), the structure epoch."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +31,8 @@ def _as_param_array(value, dtype=None) -> np.ndarray:
         raise FluxTypeError(f"a Param holds a numeric array; found {array.dtype} "
                         f"({type(value).__name__})")
     if dtype is None:
-        dtype = array.dtype if array.dtype.kind == "f" and array.dtype != np.float64 else DEFAULT_DTYPE
+        keep = array.dtype.kind == "f" and array.dtype != np.float64
+        dtype = array.dtype if keep else DEFAULT_DTYPE
     return np.array(array, dtype=dtype, copy=True)
 
 

@@ -385,7 +385,8 @@ def _indexed_shape(shape: tuple, index) -> tuple:
 def _index_text(index) -> str:
     def one(i):
         if isinstance(i, slice):
-            return ":".join("" if v is None else str(v) for v in (i.start, i.stop, i.step)).rstrip(":") or ":"
+            parts = ("" if v is None else str(v) for v in (i.start, i.stop, i.step))
+            return ":".join(parts).rstrip(":") or ":"
         if isinstance(i, np.ndarray):
             return f"array{i.shape}"
         return repr(i)

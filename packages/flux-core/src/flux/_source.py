@@ -27,7 +27,8 @@ def _is_machinery(filename: str) -> bool:
     errors inside them point at their lines, as the seed's traces do.
     """
     directory = os.path.dirname(filename)
-    return directory == _FLUX_DIR or filename.startswith(_NUMPY_DIR) or filename.startswith("<frozen")
+    return (directory == _FLUX_DIR or filename.startswith(_NUMPY_DIR)
+            or filename.startswith("<frozen"))
 
 
 _machinery_cache: dict[str, bool] = {}

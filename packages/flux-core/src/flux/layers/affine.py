@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 
 from .._errors import FluxTypeError
 from .._model import net
