@@ -13,6 +13,9 @@ from ._functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log,
                          vcat, sum, mean, reshape, transpose)
 from .layers.affine import Affine
 from .layers.chain import Chain
+from .layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
+from ._recurrence import State, prev
+from ._unroll import flip, reset, seq, unroll, unroll1
 from ._compile import Compiled
 from ._plugins import PluginError, PluginWarning, backends, compile, shorthand
 from ._training import back, train, update
@@ -28,6 +31,9 @@ cupy = shorthand("cupy")
 __all__ = [
     # models
     "net", "Param", "param", "params", "initn", "seed", "Affine", "Chain",
+    # recurrence
+    "State", "prev", "Recurrent", "GRU", "GatedRecurrent", "LSTM", "unroll", "unroll1", "flip",
+    "seq", "reset",
     # functions
     "σ", "sigmoid", "relu", "tanh", "softmax", "logsoftmax", "exp", "log", "flatten", "hcat",
     "vcat", "sum", "mean", "reshape", "transpose",

@@ -25,9 +25,15 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
     The result's inputs are ``graph.inputs`` followed, when `seed` is None, by one cotangent
     input per output; its outputs are ``graph.outputs``, then the gradient of each input
     flagged in `wrt_inputs`, then (if `wrt_params`) the gradient of each param. With a number
-    as `seed`, every output's cotangent is that number (use 1.0 for a scalar loss).
+    as `seed`, every output's cotangent is that number (use 1.0 for a scalar loss). Carried
+    hidden state (``graph.carry_in``/``carry_out``) is passed through without gradients.
     """
-    wrt_inputs = list(wrt_inputs) if wrt_inputs is not None else [True] * len(graph.inputs)
+    n_state_in, n_state_out = len(graph.carry_in), len(graph.carry_out)
+    n_user_in = len(graph.inputs) - n_state_in
+    wrt_inputs = list(wrt_inputs) if wrt_inputs is not None else [True] * n_user_in
+    wrt_inputs = wrt_inputs[:n_user_in] + [False] * (len(graph.inputs) - n_user_in)
+    n_user_out = len(graph.outputs) - n_state_out   # carried state gets no cotangent: the
+    #                                                 gradient is truncated at call boundaries
     trace = Trace()
     with trace:
         env: dict[int, object] = {}
@@ -68,7 +74,7 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
             old = cts.get(id(var))
             cts[id(var)] = ct if old is None else old + ct
 
-        for out in graph.outputs:
+        for out in graph.outputs[:n_user_out]:
             if seed is None:
                 ct = trace.new_input(out.aval)
                 ct_inputs.append(ct)
@@ -94,6 +100,7 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
         result = trace.graph([t.variable for t in new_inputs + ct_inputs], outputs,
                              graph.in_tree, graph.out_tree)
     result.param_names = list(graph.param_names)
+    result.carry_in, result.carry_out = list(graph.carry_in), list(graph.carry_out)
     return maybe_check(dce(result))
 
 

@@ -16,15 +16,23 @@ from ._model import is_model, model_paths, params
 from ._param import Param, epoch
 from ._pytree import LEAF, Tree, flatten, unflatten
 
+
+def unwrap(args):
+    """Batch/Seq arguments as raw arrays, and the function that wraps results back."""
+    from ._batching import unwrap as unwrap_batches
+    return unwrap_batches(args)
+
 __all__ = ["Compiled", "trace"]
 
 
-def trace(model, avals, in_tree: Tree, root=None):
+def trace(model, avals, in_tree: Tree, root=None, carry_source=None):
     """Trace `model` called on abstract inputs of the given avals; returns the Graph.
 
-    Model frames and parameter names use attribute paths from `root` (default: `model`).
+    Model frames and parameter names use attribute paths from `root` (default: `model`);
+    stateful unrolled models read their carried hidden state from `carry_source` (a Compiled).
     """
     with Trace(model_paths(model if root is None else root)) as t:
+        t.carry_source = carry_source
         tracers = [t.new_input(aval) for aval in avals]
         out = model(*unflatten(in_tree, tracers))
         leaves, out_tree = flatten(out)
@@ -56,21 +64,22 @@ def as_input_array(value, dtype, where: str) -> np.ndarray:
 class _Entry:
     """What is built for one input signature: the graph and its lowered functions."""
 
-    __slots__ = ("graph", "forward", "single_out", "grad", "steps")
+    __slots__ = ("graph", "forward", "single_out", "grad", "n_out")
 
     def __init__(self, graph, forward):
         self.graph = graph
         self.forward = forward
-        self.single_out = graph.out_tree.kind is LEAF
+        self.single_out = graph.out_tree.kind is LEAF and not graph.carry_out
         self.grad = None
-        self.steps = {}
+        self.n_out = len(graph.outputs) - len(graph.carry_out)
 
 
 class Compiled:
     """`model` compiled for `backend`: call it, `flux.back`/`update`/`train` it like the model.
 
     Parameters stay in the model's `Param` objects: updates made through the compiled model
-    are seen by the model and the other way round.
+    are seen by the model and the other way round. The hidden state of stateful unrolled
+    models inside belongs to each compiled copy (`flux.reset` puts it back).
     """
 
     def __init__(self, model, backend, options=None):
@@ -81,6 +90,7 @@ class Compiled:
         self._fast: dict = {}
         self._epoch = -1
         self._dtype = None
+        self._owners: list = []     # stateful unrolled models whose hidden state we carry
 
     def __repr__(self) -> str:
         return f"{self.backend.name}({self.model!r})"
@@ -92,9 +102,11 @@ class Compiled:
 
     def _refresh(self) -> None:
         if self._epoch != epoch.value:
+            from ._unroll import state_owners
             self._entries.clear()
             self._fast.clear()
             self._dtype = _model_dtype(self.model)
+            self._owners = state_owners(self.model)
             self._epoch = epoch.value
 
     # -- calling --------------------------------------------------------------------------------
@@ -109,9 +121,11 @@ class Compiled:
                 if entry is not None:
                     outs = entry.forward(x)
                     return outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs)
+        args, wrap = unwrap(args)
         leaves, entry = self._prepare(args)
-        outs = entry.forward(*leaves)
-        return outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs)
+        outs = entry.forward(*leaves, *self._carried(entry.graph))
+        outs = self._keep_carried(entry.graph, outs, entry.n_out)
+        return wrap(outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs))
 
     def _prepare(self, args):
         """Flat input arrays for `args` and the entry for their signature (built if new)."""
@@ -119,14 +133,43 @@ class Compiled:
             self._refresh()
         raw, tree = flatten(args)
         leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
-        key = (tree, tuple((x.shape, x.dtype) for x in leaves))
+        key = (tree, tuple((x.shape, x.dtype) for x in leaves), self._carry_key())
         entry = self._entries.get(key)
         if entry is None:
-            graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree)
+            graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
+                          carry_source=self)
+            self._learn_owners(graph)
             entry = self._entries[key] = _Entry(graph, self.backend.lower(graph, self.options))
-            if len(leaves) == 1 and tree == _ONE_ARG:
+            if len(leaves) == 1 and tree == _ONE_ARG and not (graph.carry_in or graph.carry_out):
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
+
+    # -- carried hidden state -------------------------------------------------------------------
+
+    def _carry_key(self) -> tuple:
+        return tuple(owner.carry_signature(self) for owner in self._owners)
+
+    def _learn_owners(self, graph) -> None:
+        for owner in graph.carry_out:
+            if all(owner is not known for known in self._owners):
+                self._owners.append(owner)
+
+    def _carried(self, graph) -> list:
+        """The hidden-state arrays `graph` takes, from their owners."""
+        arrays = []
+        for owner in _unique(graph.carry_in):
+            arrays.extend(owner.carried(self))
+        return arrays
+
+    def _keep_carried(self, graph, outs, n_out):
+        """Give each owner its new hidden state (the outputs after the model's own)."""
+        if graph.carry_out:
+            state = outs[n_out:n_out + len(graph.carry_out)]
+            for owner in _unique(graph.carry_out):
+                count = sum(1 for o in graph.carry_out if o is owner)
+                owner.keep(self, state[:count])
+                state = state[count:]
+        return outs
 
     def all_params(self) -> list:
         """The model's Params (`flux.params`), then any other Param its traced graphs use
@@ -139,21 +182,28 @@ class Compiled:
 
     def graph(self, *args):
         """The traced graph for these inputs (arrays or shapes' example arrays)."""
-        return self._prepare(args)[1].graph
+        return self._prepare(unwrap(args)[0])[1].graph
 
     # -- gradients ------------------------------------------------------------------------------
 
     def back(self, delta, *args):
-        """Accumulate parameter gradients for output cotangent `delta`; return input gradients."""
+        """Accumulate parameter gradients for output cotangent `delta`; return input gradients.
+
+        For a stateful unrolled model this is a call too: it starts from the current hidden
+        state and advances it, and the gradient stops at the call boundary.
+        """
+        args, _ = unwrap(args)
+        delta, _ = unwrap((delta,))
         leaves, entry = self._prepare(args)
         graph = entry.graph
         if entry.grad is None:
             entry.grad = self.backend.lower(vjp(graph), self.options)
-        deltas = _cotangents(delta, graph)
-        outs = entry.grad(*leaves, *deltas)
-        n_out, n_in = len(graph.outputs), len(graph.inputs)
-        input_grads = outs[n_out:n_out + n_in]
-        accumulate(graph.param_objs, outs[n_out + n_in:])
+        deltas = _cotangents(delta[0], graph, entry.n_out)
+        outs = entry.grad(*leaves, *self._carried(graph), *deltas)
+        self._keep_carried(graph, outs, entry.n_out)
+        n_all, n_in = len(graph.outputs), len(leaves)
+        input_grads = outs[n_all:n_all + n_in]
+        accumulate(graph.param_objs, outs[n_all + n_in:])
         return tuple(unflatten(graph.in_tree, input_grads))
 
     def loss_and_grads(self, loss, x, y):
@@ -168,23 +218,36 @@ class Compiled:
             if step is not None:
                 outs = step.run(x, y)
                 return outs[0], step.params, outs[1:]
+        (x, y), _ = unwrap((x, y))
         step, leaves = self._step(loss, x, y)
-        outs = step.run(*leaves)
-        return outs[0], step.params, outs[1:]
+        graph = step.graph
+        outs = step.run(*leaves, *self._carried(graph))
+        self._keep_carried(graph, outs, 1)
+        return outs[0], step.params, outs[1 + len(graph.carry_out):]
 
     def _step(self, loss, x, y):
         if self._epoch != epoch.value:
             self._refresh()
         raw, tree = flatten((x, y))
         leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
-        key = (id(loss), tree, tuple((a.shape, a.dtype) for a in leaves))
+        key = (loss, tree, tuple((a.shape, a.dtype) for a in leaves), self._carry_key())
         step = self._entries.get(key)
         if step is None:
             step = self._entries[key] = _TrainStep(self, loss, leaves, tree)
-            if tree == _TWO_ARGS and self._dtype is not None and all(
+            self._learn_owners(step.graph)
+            stateless = not (step.graph.carry_in or step.graph.carry_out)
+            if tree == _TWO_ARGS and stateless and self._dtype is not None and all(
                     a.dtype == self._dtype for a in leaves):
                 self._fast[(loss, leaves[0].shape, leaves[1].shape)] = step
         return step, leaves
+
+
+def _unique(owners) -> list:
+    """`owners` without repeats, in order of first appearance (compared by identity)."""
+    seen: dict[int, object] = {}
+    for owner in owners:
+        seen.setdefault(id(owner), owner)
+    return list(seen.values())
 
 
 _ONE_ARG = flatten((np.zeros(()),))[1]
@@ -197,12 +260,13 @@ class _TrainStep:
     def __init__(self, compiled: Compiled, loss, leaves, tree):
         model = compiled.model
         graph = trace(_Objective(model, loss), [Aval(a.shape, a.dtype) for a in leaves], tree,
-                      root=model)
-        if len(graph.outputs) != 1 or graph.outputs[0].aval.shape != ():
-            shapes = [o.aval.shape for o in graph.outputs]
+                      root=model, carry_source=compiled)
+        n_out = len(graph.outputs) - len(graph.carry_out)
+        if n_out != 1 or graph.outputs[0].aval.shape != ():
+            shapes = [o.aval.shape for o in graph.outputs[:n_out]]
             raise ShapeError(f"the loss must return one number (a 0-d value); "
                              f"{getattr(loss, '__name__', loss)} returned shapes {shapes}")
-        self.graph = vjp(graph, wrt_inputs=[False] * len(graph.inputs), seed=1.0)
+        self.graph = vjp(graph, wrt_inputs=[False] * len(leaves), seed=1.0)
         self.params = graph.param_objs
         self.run = compiled.backend.lower(self.graph, compiled.options)
         self.loss = loss
@@ -219,13 +283,13 @@ class _Objective:
         return self.loss(self.model(x), y)
 
 
-def _cotangents(delta, graph) -> list:
+def _cotangents(delta, graph, n_out: int) -> list:
     leaves, tree = flatten(delta)
-    if tree != graph.out_tree and not (len(leaves) == len(graph.outputs) == 1):
+    if tree != graph.out_tree and not (len(leaves) == n_out == 1):
         raise FluxValueError(f"the cotangent Δ must have the structure of the model's output "
                         f"({graph.out_tree}), found {tree}")
     out = []
-    for i, (value, atom) in enumerate(zip(leaves, graph.outputs)):
+    for i, (value, atom) in enumerate(zip(leaves, graph.outputs[:n_out])):
         array = np.asarray(value, dtype=atom.aval.dtype)
         if array.shape != atom.aval.shape:
             try:

@@ -114,7 +114,9 @@ class Tracer:
         raise _value_error("using a traced value as an index or size")
 
     def __array__(self, dtype=None, copy=None):
-        raise _value_error("converting a traced value to a NumPy array (np.asarray, np.array)")
+        raise _value_error("converting a traced value to a NumPy array (np.asarray, np.array; "
+                           "or a NumPy function given a list of traced values: np.stack them "
+                           "first, or use flux.sum/flux.mean, which do)")
 
     def __setitem__(self, index, value):
         raise TraceError(
@@ -177,6 +179,10 @@ class Trace:
         self.calls: list[ModelCall] = []
         self.paths = paths or {}
         self.source_override: Source | None = None
+        self.step = None            # the StepContext of the time step being traced, if any
+        self.carry_source = None    # the Compiled whose carried hidden state this trace reads
+        self.carry_in: list = []    # (owner, Tracer) for each carried-state input
+        self._carried: dict = {}    # id(owner) -> [owner, its hidden state now (list) or None]
         self._outer = None
 
     def __enter__(self) -> "Trace":
@@ -266,14 +272,34 @@ class Trace:
         tracers = [Tracer(v, self) for v in outs]
         return tracers if prim.multiple_results else tracers[0]
 
+    def carried(self, owner):
+        """`owner`'s hidden state at this point of the trace, as a list of values: at its first
+        use, new graph inputs for what it kept from its previous call (None if it kept nothing:
+        start from the initial state); later, what it last set with `set_carried`."""
+        entry = self._carried.get(id(owner))
+        if entry is None:
+            kept = owner.carried(self.carry_source) if self.carry_source is not None else None
+            values = None
+            if kept:
+                values = [self.new_input(Aval(a.shape, a.dtype)) for a in kept]
+                self.carry_in.extend((owner, t) for t in values)
+            entry = self._carried[id(owner)] = [owner, values]
+        return entry[1]
+
+    def set_carried(self, owner, values) -> None:
+        """`owner`'s hidden state after its call: the graph outputs it for the next call."""
+        self._carried[id(owner)] = [owner, list(values)]
+
     def graph(self, inputs: list[Var], outputs: list, in_tree=None, out_tree=None) -> Graph:
-        out_atoms = []
-        for value in outputs:
-            atom = self.atom(value)
-            out_atoms.append(atom)
+        carry_out = [(owner, v) for owner, values in self._carried.values() if values
+                     for v in values]
+        inputs = list(inputs) + [t.variable for _, t in self.carry_in]
+        outputs = list(outputs) + [v for _, v in carry_out]
+        out_atoms = [self.atom(value) for value in outputs]
         names = [self.paths.get(id(p), f"p{i}") for i, p in enumerate(self.param_objs)]
         graph = Graph(inputs, self.params, self.param_objs, self.consts, self.const_values,
-                      self.eqns, out_atoms, in_tree, out_tree, names)
+                      self.eqns, out_atoms, in_tree, out_tree, names,
+                      [o for o, _ in self.carry_in], [o for o, _ in carry_out])
         return maybe_check(dce(graph))
 
 

@@ -101,13 +101,14 @@ def vcat(*xs):
 
 
 def sum(x, axis=None, dtype=None, out=None, keepdims=False):
-    """NumPy's `sum`, usable on traced values."""
-    return np.sum(x, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+    """NumPy's `sum`, usable on traced values and lists of them (stacked first, as NumPy does:
+    ``flux.sum([a, b])`` is a number; Python's builtin ``sum([a, b])`` is ``a + b``)."""
+    return np.sum(api._as_tracer_or_array(x), axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
 def mean(x, axis=None, dtype=None, out=None, keepdims=False):
-    """NumPy's `mean`, usable on traced values."""
-    return np.mean(x, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+    """NumPy's `mean`, usable on traced values and lists of them (stacked first)."""
+    return np.mean(api._as_tracer_or_array(x), axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
 def reshape(x, shape, order="C"):

@@ -105,7 +105,8 @@ class Graph:
     """A traced program: free variables (inputs, params, consts), equations and outputs.
 
     `in_tree`/`out_tree` describe how the flat input and output lists nest into the Python
-    values the model takes and returns (see `flux._pytree`). `param_objs[i]` is the `Param`
+    values the model takes and returns (see `flux._pytree`); carried hidden state, if any,
+    comes after them. `param_objs[i]` is the `Param`
     bound to `params[i]`; `const_values[i]` the array bound to `consts[i]`.
     """
 
@@ -119,6 +120,12 @@ class Graph:
     in_tree: Any = None
     out_tree: Any = None
     param_names: list = field(default_factory=list)
+    carry_in: list = field(default_factory=list)
+    carry_out: list = field(default_factory=list)
+    """Hidden state carried between calls of stateful unrolled models (see `flux._unroll`):
+    the owner of each carried-state input, which come right after the model's own inputs, and
+    of each carried-state output, right after the model's own outputs. Backends treat them as
+    ordinary inputs and outputs."""
 
     def __str__(self) -> str:
         return format_graph(self)

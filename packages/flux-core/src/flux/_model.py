@@ -16,9 +16,10 @@ import numpy as np
 from ._core import current_trace
 from ._errors import FluxTypeError
 from ._param import Param, epoch, param
+from ._recurrence import State, StateField, check_unrolled
 from ._source import ModelCall
 
-__all__ = ["net", "params", "is_model", "model_paths", "field_names"]
+__all__ = ["net", "params", "is_model", "model_paths", "field_names", "children"]
 
 _COMPILED = "_flux_compiled"
 
@@ -37,7 +38,7 @@ def field_names(obj) -> list[str]:
     return names
 
 
-def _children(obj):
+def children(obj):
     """(key, value) pairs under `obj` that may hold Params or models."""
     if is_model(obj):
         return [(name, getattr(obj, name, None)) for name in field_names(obj)]
@@ -60,7 +61,7 @@ def model_paths(model) -> dict[int, str]:
             paths[id(obj)] = path
         elif not isinstance(obj, (list, tuple, dict)):
             return
-        for key, value in _children(obj):
+        for key, value in children(obj):
             walk(value, f"{path}.{key}" if path else key)
 
     walk(model, "")
@@ -85,7 +86,7 @@ def params(model) -> dict[str, Param]:
         if isinstance(obj, Param):
             found[path] = obj
             return
-        for key, value in _children(obj):
+        for key, value in children(obj):
             walk(value, f"{path}.{key}" if path else key)
 
     walk(model, "")
@@ -159,14 +160,23 @@ def _net_class(cls):
     if forward is None or forward is object.__call__:
         raise FluxTypeError(f"@net class {cls.__name__} needs a forward function: define "
                         f"`def __call__(self, x): ...`")
-    fields = []
+    fields, states = [], []
     for klass in reversed(cls.__mro__):
-        for name in getattr(klass, "__annotations__", {}):
+        for name, annotation in getattr(klass, "__annotations__", {}).items():
             if not name.startswith("_") and name not in fields:
                 fields.append(name)
+                if annotation is State or annotation == "State" or annotation == "flux.State":
+                    states.append(name)
     cls.__flux_model__ = True
     cls.__flux_fields__ = tuple(fields)
+    cls.__flux_states__ = tuple(states)
     cls.__flux_forward__ = forward
+    for name in states:
+        default = cls.__dict__.get(name)
+        setattr(cls, name, StateField(name))
+        if default is not None:
+            cls.__flux_state_defaults__ = {**getattr(cls, "__flux_state_defaults__", {}),
+                                           name: default}
     if "__init__" not in cls.__dict__:
         cls.__init__ = _fieldwise_init(cls, fields)
     if "__repr__" not in cls.__dict__:
@@ -174,8 +184,13 @@ def _net_class(cls):
     cls.__setattr__ = _model_setattr
     name = cls.__name__
 
-    def __call__(self, *args, **kwargs):
-        return call_model(self, forward.__get__(self, cls), args, kwargs, name)
+    if states:
+        def __call__(self, *args, **kwargs):
+            check_unrolled(self)    # a recurrent model runs only inside an unrolled one
+            return call_model(self, forward.__get__(self, cls), args, kwargs, name)
+    else:
+        def __call__(self, *args, **kwargs):
+            return call_model(self, forward.__get__(self, cls), args, kwargs, name)
 
     __call__.__doc__ = forward.__doc__
     __call__.__wrapped__ = forward
@@ -185,6 +200,8 @@ def _net_class(cls):
 
 def _fieldwise_init(cls, fields):
     defaults = {f: cls.__dict__[f] for f in fields if f in cls.__dict__}
+    defaults.update(getattr(cls, "__flux_state_defaults__", {}))
+    states = set(cls.__flux_states__)
 
     def __init__(self, *args, **kwargs):
         if len(args) > len(fields):
@@ -203,7 +220,11 @@ def _fieldwise_init(cls, fields):
                 if f not in defaults:
                     raise FluxTypeError(f"{cls.__name__} is missing field {f!r}")
                 values[f] = defaults[f]
-            setattr(self, f, _field_value(values[f]))
+            value = values[f]
+            if f in states:   # an initial state: kept as given (a Param makes it trainable)
+                setattr(self, f, np.asarray(value) if isinstance(value, list) else value)
+            else:
+                setattr(self, f, _field_value(value))
 
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     return __init__
@@ -218,8 +239,8 @@ def _field_value(value):
 
 def _model_setattr(self, name, value):
     object.__setattr__(self, name, value)
-    if not name.startswith("_"):
-        epoch.bump()
+    if not name.startswith("_") and name not in type(self).__flux_states__:
+        epoch.bump()   # (State fields bump it themselves, except inside a time step)
 
 
 def _model_repr(self) -> str:

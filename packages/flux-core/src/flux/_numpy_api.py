@@ -220,6 +220,8 @@ def _as_tracer_or_array(x):
     x = lift(x)
     if isinstance(x, Tracer):
         return x
+    if isinstance(x, (list, tuple)) and any(isinstance(lift(v), Tracer) for v in x):
+        return stack(x)   # a list of traced values is an array, as np.asarray makes it
     return np.asarray(x.value if isinstance(x, Literal) else x)
 
 
