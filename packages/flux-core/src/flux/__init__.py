@@ -22,6 +22,7 @@ from ._training import back, train, update
 from ._optimisers import ADAM, Momentum, Optimiser, SGD
 from ._losses import crossentropy, logitcrossentropy, mse
 from ._data import accuracy, onecold, onehot
+from ._batching import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
 from ._throttle import throttle
 
 mxnet = shorthand("mxnet")
@@ -34,6 +35,8 @@ __all__ = [
     # recurrence
     "State", "prev", "Recurrent", "GRU", "GatedRecurrent", "LSTM", "unroll", "unroll1", "flip",
     "seq", "reset",
+    # batches and sequences
+    "Batch", "Seq", "rawbatch", "batchone", "batches", "seqs", "chunk", "rpad",
     # functions
     "σ", "sigmoid", "relu", "tanh", "softmax", "logsoftmax", "exp", "log", "flatten", "hcat",
     "vcat", "sum", "mean", "reshape", "transpose",

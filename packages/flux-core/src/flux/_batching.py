@@ -540,7 +540,8 @@ def _describe_kinds(kinds) -> str:
 
 
 def _a(description: str) -> str:
-    return ("an " if description[0] in "aeiou" else "a ") + description
+    vowel_sound = description[0] in "aeiou" or description.startswith("nd")   # an ndarray
+    return ("an " if vowel_sound else "a ") + description
 
 
 def _what(x) -> str:
