@@ -225,6 +225,59 @@ def _shared_model():
     return Chain(Affine(W, init(4)), flux.tanh, Affine(W, init(4)))
 
 
+@net
+class BiRecurrent:
+    """A bidirectional layer: a Recurrent forwards in time beside a flipped one."""
+
+    forward: object
+    backward: object
+
+    def __call__(self, x):
+        return flux.hcat(self.forward(x), self.backward(x))
+
+
+def _run_recurrent(p, prefix, xs, reverse=False):
+    """y_t = tanh(x_t Wxy + y_{t-1} Wyy + by) over the time axis (-2) of `xs`."""
+    steps = range(xs.shape[-2])
+    order = list(reversed(steps)) if reverse else list(steps)
+    y = np.zeros(xs.shape[:-2] + (p[prefix + "Wyy"].shape[0],), xs.dtype)
+    out = [None] * len(order)
+    for t in order:
+        y = np.tanh(xs[..., t, :] @ p[prefix + "Wxy"] + y @ p[prefix + "Wyy"] + p[prefix + "by"])
+        out[t] = y
+    return np.stack(out, axis=-2)
+
+
+def _lstm_reference(p, xs):
+    n_out = p["model.Wyf"].shape[0]
+    y = np.zeros(xs.shape[:-2] + (n_out,), xs.dtype)
+    c = np.zeros_like(y)
+    out = []
+    for t in range(xs.shape[-2]):
+        x = xs[..., t, :]
+
+        def gate(g, f):
+            return f(x @ p[f"model.Wx{g}"] + y @ p[f"model.Wy{g}"] + p[f"model.b{g}"])
+        forget, input, output = gate("f", sigmoid), gate("i", sigmoid), gate("o", sigmoid)
+        c = forget * c + input * gate("c", np.tanh)
+        y = output * np.tanh(c)
+        out.append(y)
+    return np.stack(out, axis=-2)
+
+
+def _gru_reference(p, xs):
+    y = np.zeros(xs.shape[:-2] + (p["model.Wyr"].shape[0],), xs.dtype)
+    out = []
+    for t in range(xs.shape[-2]):
+        x = xs[..., t, :]
+        r = sigmoid(x @ p["model.Wxr"] + y @ p["model.Wyr"] + p["model.br"])
+        u = sigmoid(x @ p["model.Wxu"] + y @ p["model.Wyu"] + p["model.bu"])
+        h = np.tanh(x @ p["model.Wxh"] + (r * y) @ p["model.Wyh"] + p["model.bh"])
+        y = (1 - u) * h + u * y
+        out.append(y)
+    return np.stack(out, axis=-2)
+
+
 def _tlp_reference(p, x):
     return softmax(affine(p, "second.", sigmoid(affine(p, "first.", x))))
 
@@ -338,6 +391,26 @@ CASES = [
        lambda x: np.stack([x[0] * x[1], x[2] * x[1], x[2] * x[0]])),
     fn("np_index_mixed", lambda x: x[1, ::2] + x[-1, None, 1:4], normals((3, 6)),
        lambda x: x[1, [0, 2, 4]][None, :] + x[2, 1:4][None, :]),
+    Case("unrolled_recurrent",
+         lambda: flux.unroll(flux.Recurrent(3, 4, init=init), 4, stateful=False),
+         normals((2, 4, 3)), lambda p, xs: _run_recurrent(p, "model.", xs),
+         batched=True, trainable=True),
+    Case("unrolled_recurrent_one_sequence",
+         lambda: flux.unroll(flux.Recurrent(3, 4, init=init), 4, stateful=False),
+         normals((4, 3)), lambda p, xs: _run_recurrent(p, "model.", xs)),
+    Case("unrolled_lstm", lambda: flux.unroll(flux.LSTM(3, 4, init=init), 3, stateful=False),
+         normals((2, 3, 3)), _lstm_reference, batched=True, trainable=True),
+    Case("unrolled_gru", lambda: flux.unroll(flux.GRU(3, 4, init=init), 3, stateful=False),
+         normals((2, 3, 3)), _gru_reference, batched=True),
+    Case("unrolled_bidirectional",
+         lambda: flux.unroll(BiRecurrent(flux.Recurrent(3, 2, init=init),
+                                         flux.flip(flux.Recurrent(3, 2, init=init))),
+                             3, stateful=False),
+         normals((2, 3, 3)),
+         lambda p, xs: np.concatenate([_run_recurrent(p, "model.forward.", xs),
+                                       _run_recurrent(p, "model.backward.model.", xs,
+                                                      reverse=True)], axis=-1),
+         batched=True),
     fn("broadcasting", lambda x, y, z: x * y + z, normals((4, 1, 3), (5, 3), (3,)),
        lambda x, y, z: x * y + z),
     fn("python_scalars", lambda x: (2 * x - 1) / (x * x + 1) + x ** 3 - 0.5, normals((3, 4)),
