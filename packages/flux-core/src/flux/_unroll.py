@@ -64,17 +64,26 @@ class _Carrier:
         self._kept.clear()
 
 
-def _initial(value, batch):
-    """A State field's initial value, broadcast over the batch: ``(out,)`` and ``(1, out)``
-    become ``(batch, out)``; a value that already has the batch axis is used as it is."""
-    value = api.lift(value)
-    if batch is None:
-        return value
-    shape = tuple(np.shape(value)) if not isinstance(value, Tracer) else value.shape
+def _point_shape(shape: tuple, batch) -> tuple:
+    """One data point's state shape, from an initial value's shape: a leading axis of 1 (the
+    seed's row vectors, ``(1, out)``) or of the batch size is a batch axis."""
     if len(shape) >= 2 and shape[0] in (1, batch):
-        target = (batch,) + shape[1:]
-    else:
-        target = (batch,) + shape
+        return shape[1:]
+    return shape
+
+
+def _initial(value, batch):
+    """A State field's initial value for this call: ``(out,)`` and ``(1, out)`` become
+    ``(batch, out)`` (or ``(out,)`` for a single sequence); a value that already has the batch
+    axis is used as it is."""
+    value = api.lift(value)
+    shape = tuple(value.shape) if isinstance(value, Tracer) else tuple(np.shape(value))
+    point = _point_shape(shape, batch)
+    target = point if batch is None else (batch,) + point
+    if target == shape:
+        return value
+    if batch is None:
+        return api.reshape(value, target)
     return api.broadcast_to(value, target)
 
 
@@ -89,10 +98,13 @@ def _start(owner, variables, batch) -> dict:
             raise FluxError(f"{type(owner).__name__}: its model's recurrent variables changed "
                             f"since the last call; call flux.reset(model)")
         for v, value in zip(forward, kept):
-            if batch is not None and value.shape[0] != batch:
+            point = _point_shape(tuple(np.shape(v.initial)), batch)
+            wanted = point if batch is None else (batch,) + point
+            if tuple(value.shape) != wanted:
+                this = "a single sequence" if batch is None else f"a batch of {batch}"
                 raise ShapeError(
-                    f"the hidden state {v.path} carried from the previous call has batch size "
-                    f"{value.shape[0]}, but this input has batch size {batch}; call "
+                    f"the hidden state {v.path} carried from the previous call has shape "
+                    f"{tuple(value.shape)}, but this input ({this}) needs {wanted}; call "
                     f"flux.reset(model) to start again from the initial state")
             history[v.key] = [value]
     for v in variables:
