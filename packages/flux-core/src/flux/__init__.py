@@ -24,6 +24,7 @@ from ._losses import crossentropy, logitcrossentropy, mse
 from ._data import accuracy, onecold, onehot
 from ._batching import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
 from ._throttle import throttle
+from ._shapes import ShapesReport, infer, shapes
 
 mxnet = shorthand("mxnet")
 tf = shorthand("tf")
@@ -43,6 +44,8 @@ __all__ = [
     # training
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
     "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle",
+    # shapes and debugging
+    "infer", "shapes", "ShapesReport",
     # backends
     "backends", "compile", "Compiled", "mxnet", "tf", "cupy",
     # errors

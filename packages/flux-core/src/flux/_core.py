@@ -180,6 +180,10 @@ class Trace:
         self.paths = paths or {}
         self.source_override: Source | None = None
         self.step = None            # the StepContext of the time step being traced, if any
+        self.log: list | None = None   # CallEvents, when calls are recorded (flux.shapes)
+        self.tolerant = False       # shapes mode: a ShapeError is recorded, tracing goes on
+        self.failures: list = []    # (ShapeError, index of the equation that failed)
+        self.tainted: set = set()   # ids of Vars whose shapes are guesses after a failure
         self.carry_source = None    # the Compiled whose carried hidden state this trace reads
         self.carry_in: list = []    # (owner, Tracer) for each carried-state input
         self._carried: dict = {}    # id(owner) -> [owner, its hidden state now (list) or None]
@@ -239,6 +243,19 @@ class Trace:
 
     # recording
 
+    def _guess(self, prim: Primitive, atoms, params, error):
+        """Shapes mode: record the failure (unless a guess caused it), then go on with a guessed
+        output shape so the rest of the model can still be shown; its Vars are tainted."""
+        guess = guess_shape(prim, [a.aval for a in atoms], params)
+        if guess is None:
+            raise error
+        if not any(id(a) in self.tainted for a in atoms):
+            self.failures.append((error, len(self.eqns)))
+        out = Var(guess)
+        self.tainted.add(id(out))
+        self.eqns.append(Eqn(prim, atoms, [out], params, self.source()))
+        return Tracer(out, self)
+
     def _fold(self, prim: Primitive, atoms, params):
         """Compute now an equation whose inputs are all constants (its shape rule has passed)."""
         values = [a.value if isinstance(a, Literal) else self._const_values_by_var[id(a)]
@@ -259,6 +276,8 @@ class Trace:
         try:
             avals = prim.abstract_eval(*(a.aval for a in atoms), **params)
         except ShapeError as error:
+            if self.tolerant:
+                return self._guess(prim, atoms, params, error)
             source = self.source()
             error.with_trace(source.frames)
             if not source.frames:
@@ -268,6 +287,8 @@ class Trace:
                 isinstance(a, Literal) or id(a) in self._const_values_by_var for a in atoms):
             return self._fold(prim, atoms, params)
         outs = [Var(aval) for aval in avals]
+        if self.tainted and any(id(a) in self.tainted for a in atoms):
+            self.tainted.update(id(v) for v in outs)
         self.eqns.append(Eqn(prim, atoms, outs, params, self.source()))
         tracers = [Tracer(v, self) for v in outs]
         return tracers if prim.multiple_results else tracers[0]
@@ -301,6 +322,22 @@ class Trace:
                       self.eqns, out_atoms, in_tree, out_tree, names,
                       [o for o, _ in self.carry_in], [o for o, _ in carry_out])
         return maybe_check(dce(graph))
+
+
+def guess_shape(prim: Primitive, avals, params):
+    """A plausible output for an equation whose shape rule failed (for showing the rest of a
+    model after a shape error), or None where there is none."""
+    if prim.name == "matmul" and all(a.ndim >= 2 for a in avals):
+        a, b = avals
+        return Aval(a.shape[:-1] + b.shape[-1:], a.dtype)
+    if prim.ufunc is not None or prim.name in ("where", "logistic", "relu"):
+        biggest = max(avals, key=lambda a: (a.ndim, a.size))
+        dtype = np.bool_ if prim.name in ("gt", "ge", "lt", "le", "eq", "ne", "and", "or") \
+            else avals[-1].dtype
+        return Aval(biggest.shape, dtype)
+    if prim.name in ("reshape", "broadcast_to"):
+        return Aval(params["shape"], avals[0].dtype)
+    return None
 
 
 def is_traced(value) -> bool:

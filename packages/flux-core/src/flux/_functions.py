@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _numpy_api as api
 from . import _primitives as P
+from ._model import named
 
 __all__ = ["σ", "sigmoid", "relu", "tanh", "softmax", "logsoftmax", "exp", "log", "flatten",
            "hcat", "vcat", "sum", "mean", "reshape", "transpose"]
@@ -56,6 +57,7 @@ def _shifted(x, axis):
     return api.subtract(x, P.stop_gradient_p(api.max(x, axis=axis, keepdims=True)))
 
 
+@named
 def softmax(x, axis=-1):
     """softmax(x)ᵢ = exp(xᵢ) / Σⱼ exp(xⱼ), over the last axis.
 
@@ -66,12 +68,14 @@ def softmax(x, axis=-1):
     return api.divide(e, api.sum(e, axis=axis, keepdims=True))
 
 
+@named
 def logsoftmax(x, axis=-1):
     """logsoftmax(x)ᵢ = xᵢ - log Σⱼ exp(xⱼ), over the last axis, computed stably."""
     z = _shifted(x, axis)
     return api.subtract(z, api.log(api.sum(api.exp(z), axis=axis, keepdims=True)))
 
 
+@named
 def flatten(x):
     """Flatten all but the first (batch) axis: ``(N, a, b) -> (N, a*b)``.
 
@@ -84,6 +88,7 @@ def flatten(x):
     return api.reshape(x, (x.shape[0], -1))
 
 
+@named
 def hcat(*xs):
     """Concatenate along the last axis (the seed's `hcat`; variadic).
 
@@ -94,6 +99,7 @@ def hcat(*xs):
     return api.concatenate(xs, axis=-1)
 
 
+@named
 def vcat(*xs):
     """Concatenate along the first axis (the seed's `vcat`; variadic)."""
     xs = [api.lift(x) for x in xs]

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from . import _numpy_api as api
 from ._functions import logsoftmax
+from ._model import named
 
 __all__ = ["mse", "crossentropy", "logitcrossentropy"]
 
 
+@named
 def mse(ŷ, y):
     """Mean squared error: the mean over all elements of (ŷ − y)².
 
@@ -24,12 +26,14 @@ def _batch_mean(per_class):
     return total if total.ndim == 0 else api.mean(total)
 
 
+@named
 def crossentropy(ŷ, y):
     """Cross-entropy of probabilities ŷ against targets y: −Σ y log ŷ for one point, its mean
     over the batch for a batch."""
     return _batch_mean(api.multiply(y, api.log(ŷ)))
 
 
+@named
 def logitcrossentropy(z, y):
     """``crossentropy(softmax(z), y)`` computed stably from the logits z."""
     return _batch_mean(api.multiply(y, logsoftmax(z)))

@@ -8,6 +8,7 @@ executor, so a model's direct call and every backend run the very same graph.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 
@@ -111,10 +112,58 @@ def call_model(model, forward, args, kwargs, name: str):
         return compiled_numpy(model)(*args)
     call = ModelCall(name, trace.paths.get(id(model), ""), sys._getframe())
     trace.calls.append(call)
+    if trace.log is not None:
+        return _logged(trace, call, model, forward, args, kwargs)
     try:
         return forward(*args, **kwargs)
     finally:
         trace.calls.pop()
+
+
+def _logged(trace, call, model, forward, args, kwargs):
+    """`call_model` while a trace records its calls (for `flux.shapes` and `flux.summary`)."""
+    event = CallEvent(model, call, len(trace.calls), args, len(trace.eqns))
+    trace.log.append(event)
+    call.wrapper = sys._getframe()   # forward is called from here (see call_model)
+    try:
+        event.result = forward(*args, **kwargs)
+        return event.result
+    finally:
+        event.end = len(trace.eqns)
+        trace.calls.pop()
+
+
+def named(fn):
+    """Record calls of the composite function `fn` as one call (``softmax(x)``) while a trace
+    records its calls, so `flux.shapes` shows them as calls instead of their primitives."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        trace = current_trace()
+        if trace is None or trace.log is None:
+            return fn(*args, **kwargs)
+        event = CallEvent(wrapper, None, len(trace.calls) + 1, args, len(trace.eqns))
+        trace.log.append(event)
+        event.result = fn(*args, **kwargs)
+        event.end = len(trace.eqns)
+        return event.result
+    return wrapper
+
+
+class CallEvent:
+    """One call of a model (or a named function) recorded while tracing: what was called, at
+    which depth (1 = the outermost model), with which arguments and result, and the range of
+    equations it recorded."""
+
+    __slots__ = ("target", "call", "depth", "args", "result", "start", "end")
+
+    def __init__(self, target, call, depth, args, start):
+        self.target = target
+        self.call = call
+        self.depth = depth
+        self.args = args
+        self.result = None
+        self.start = start
+        self.end = start
 
 
 def compiled_numpy(model):

@@ -1,0 +1,453 @@
+"""Shape inference and the seed's ``@shapes`` printout: `infer` and `shapes`.
+
+Both trace the model on abstract inputs (shapes and dtypes, no data), so no array work is
+done. `shapes` also records the model calls and named functions (`CallEvent`s) and keeps
+tracing after a shape error with guessed shapes, so it can show the whole model: one line per
+value, in the outermost model's terms, with sub-models shown as calls and the sub-model that
+fails inlined, so that its failing line is visible.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._core import Trace, Tracer
+from ._errors import FluxError, FluxTypeError, ShapeError
+from ._ir import Aval, Literal, Var
+from ._model import FunctionModel, is_model, model_paths
+from ._pytree import flatten, unflatten
+
+__all__ = ["infer", "shapes", "ShapesReport", "Statement", "abstract_inputs"]
+
+
+# -- the inputs: shapes or arrays ---------------------------------------------------------------
+
+
+def _check_model(model, what: str):
+    from ._compile import Compiled
+    if isinstance(model, Compiled):
+        return model.model
+    if is_model(model):
+        return model
+    raise FluxTypeError(f"{what} takes a flux model (an @net class instance, a layer, a Chain, "
+                        f"an unrolled or compiled model), found {type(model).__name__}")
+
+
+def _as_aval(value, dtype, i: int) -> Aval:
+    array = value if isinstance(value, np.ndarray) else None
+    if array is None and hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = value
+    if array is None and isinstance(value, list):
+        array = np.asarray(value)
+    if array is None or np.dtype(array.dtype).kind not in "biuf":
+        raise FluxTypeError(f"input {i}: expected a shape (a tuple of ints such as (5, 10)) or "
+                            f"a numeric array, found {type(value).__name__}: {value!r:.60}")
+    dt = dtype if dtype is not None else array.dtype
+    return Aval(np.shape(array), dt)
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, tuple) and all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value)
+
+
+def _stand_in(value, dtype):
+    """A shape becomes a zero-cost array of that shape (a broadcast 0-d array); tuples of
+    shapes are handled inside; anything else is left for `_as_aval` to judge."""
+    if _is_shape(value):
+        if any(d < 0 for d in value):
+            raise FluxTypeError(f"a shape has sizes ≥ 0, found {value}")
+        return np.broadcast_to(np.zeros((), dtype or np.float32), value)
+    if isinstance(value, (tuple, list)) and value and all(
+            _is_shape(v) or isinstance(v, (tuple, list, np.ndarray)) for v in value) \
+            and any(_is_shape(v) for v in value):
+        return type(value)(_stand_in(v, dtype) for v in value)
+    return value
+
+
+def abstract_inputs(model, args, what: str):
+    """The model (unwrapped from a Compiled), the flat avals of `args` and their tree."""
+    from ._batching import unwrap
+    from ._compile import _model_dtype
+    model = _check_model(model, what)
+    _check_arity(model, args, what)
+    dtype = _model_dtype(model)
+    args, _ = unwrap(tuple(_stand_in(a, dtype) for a in args))
+    leaves, tree = flatten(args)
+    return model, [_as_aval(v, dtype, i) for i, v in enumerate(leaves)], tree
+
+
+def _check_arity(model, args, what: str) -> None:
+    forward = model.fn if isinstance(model, FunctionModel) else getattr(
+        type(model), "__flux_forward__", None)
+    if forward is None:
+        return
+    try:
+        signature = inspect.signature(forward)
+    except (TypeError, ValueError):
+        return
+    positional = list(signature.parameters.values())
+    if not isinstance(model, FunctionModel):
+        positional = positional[1:]   # self
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in positional):
+        return
+    needed = [p for p in positional if p.default is p.empty]
+    if not len(needed) <= len(args) <= len(positional):
+        count = (f"{len(needed)}" if len(needed) == len(positional)
+                 else f"{len(needed)} to {len(positional)}")
+        name = model._name if isinstance(model, FunctionModel) else type(model).__name__
+        raise FluxTypeError(f"{what}: {name} "
+                            f"takes {count} input{'s' if len(positional) != 1 else ''} "
+                            f"({', '.join(p.name for p in positional)}), given {len(args)}")
+
+
+def _trace(model, avals, tree, *, tolerant=False):
+    trace = Trace(model_paths(model))
+    trace.log = [] if tolerant else None
+    trace.tolerant = tolerant
+    with trace:
+        inputs = [trace.new_input(a) for a in avals]
+        error = None
+        try:
+            out = model(*unflatten(tree, inputs))
+        except FluxError as caught:
+            if not tolerant:
+                raise
+            out, error = None, caught
+    return trace, inputs, out, error
+
+
+def _shape_of(value):
+    if isinstance(value, Tracer):
+        return value.shape
+    if isinstance(value, Literal):
+        return ()
+    return tuple(np.shape(value))
+
+
+def infer(model, *shapes):
+    """The output shape of ``model`` for inputs of the given shapes, by abstract evaluation
+    (no array is computed): ``infer(m, x.shape) == m(x).shape``.
+
+    Inputs are shapes (tuples) or arrays (their shape and dtype are used); a model with several
+    outputs gives a tuple of shapes in the structure of its output. A shape mismatch raises a
+    `ShapeError` naming both shapes, with model frames.
+
+    >>> from flux import Affine
+    >>> infer(Affine(10, 20), (1, 10))
+    (1, 20)
+    """
+    model, avals, tree = abstract_inputs(model, shapes, "infer")
+    _, _, out, _ = _trace(model, avals, tree)
+    leaves, out_tree = flatten(out)
+    result = [_shape_of(v) for v in leaves]
+    return result[0] if out_tree.kind is None else unflatten(out_tree, result)
+
+
+# -- the printout ---------------------------------------------------------------------------------
+
+ANIMALS = (
+    "gull lobster raven opossum wren otter heron lynx marten badger bison crane dingo egret "
+    "ferret gecko hare ibis jackal koala lemur magpie newt ocelot panda quail robin stoat tapir "
+    "urchin vole walrus yak zebra beaver coyote dormouse eland falcon gopher hyena iguana "
+    "jay kestrel llama mole narwhal oriole puffin rook shrew tern viper weasel").split()
+
+
+@dataclass
+class Statement:
+    """One line of the report: ``name = expr::shape`` at `file`:`line` (the model's line)."""
+
+    name: str
+    expr: str
+    shape: tuple | None
+    file: str
+    line: int
+    fails: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.name} = {self.expr}"
+        if self.shape is not None and not text.endswith(f"::{_fmt(self.shape)}"):
+            text += f"::{_fmt(self.shape)}"
+        return text
+
+
+@dataclass
+class ShapesReport:
+    """What `flux.shapes` returns: `statements` (one per value, in order), the `error` found
+    (a ShapeError, or None) and its location `failing` (file, line); ``str(report)`` is the
+    printout."""
+
+    statements: list = field(default_factory=list)
+    error: ShapeError | None = None
+    failing: tuple | None = None
+    outputs: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines, where = [], None
+        for st in self.statements:
+            if (st.file, st.line) != where:
+                where = (st.file, st.line)
+                lines.append(f"# {st.file}, line {st.line}:")
+            lines.append(str(st))
+            if st.fails:
+                lines.append(f"# ^ ShapeError: {st.fails}")
+        if self.error is not None and not any(st.fails for st in self.statements):
+            lines.append(f"# ShapeError: {self.error.message}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _fmt(shape) -> str:
+    return str(tuple(shape))
+
+
+def shapes(model, *args_or_shapes) -> ShapesReport:
+    """The seed's ``@shapes``: the lowered model, one line per value, each annotated with its
+    shape (``::(5, 20)``) under ``# file, line N:`` comments pointing at the model's source.
+
+    Inputs appear as ``Input()[0]``, parameters by their path with their shapes, sub-models and
+    functions as calls, except a sub-model whose shapes do not fit, which is inlined so its
+    failing line shows. On a model with a shape error it returns the report (it does not
+    raise); ``report.error`` is the error and the failing statement is marked. No array work is
+    done.
+    """
+    model, avals, tree = abstract_inputs(model, args_or_shapes, "shapes")
+    trace, inputs, out, error = _trace(model, avals, tree, tolerant=True)
+    failures = list(trace.failures)
+    if error is None and failures:
+        error = failures[0][0]
+    fail_index = failures[0][1] if failures else None
+    printer = _Printer(trace, inputs, model, fail_index)
+    report = ShapesReport(error=error)
+    outputs = flatten(out)[0] if out is not None else []
+    report.statements = printer.render(outputs)
+    report.outputs = [printer.name_of(v) for v in outputs if isinstance(v, Tracer)]
+    for st in report.statements:
+        if st.fails:
+            report.failing = (st.file, st.line)
+    if error is not None and report.failing is None and error.trace:
+        frame = error.trace[0]
+        report.failing = (frame.file, frame.line)
+    return report
+
+
+class _Node:
+    """A top-level item of the printout: one equation, or one call shown as a call."""
+
+    def __init__(self, inputs, outputs, text, file, line, fails=None, call=False):
+        self.inputs = inputs      # Vars and other atoms read
+        self.outputs = outputs    # Vars produced
+        self.text = text          # function of the input expressions -> expression
+        self.file = file
+        self.line = line
+        self.fails = fails        # the ShapeError message, on the equation that failed
+        self.call = call          # a sub-model shown as a call
+
+
+class _Printer:
+    def __init__(self, trace, inputs, model, fail_index):
+        self.trace = trace
+        self.fail_index = fail_index
+        self.names: dict[int, str] = {}
+        for i, t in enumerate(inputs):
+            self.names[id(t.variable)] = f"Input()[{i}]"
+        self.leaf_names = set(self.names)
+        paths = trace.paths
+        for var, p in zip(trace.params, trace.param_objs):
+            self.names[id(var)] = paths.get(id(p)) or "_"
+            self.leaf_names.add(id(var))
+        for var in trace.consts:
+            self.names[id(var)] = "_"
+            self.leaf_names.add(id(var))
+        self.animals = iter(ANIMALS)
+        self.extra = 0
+
+    def name_of(self, tracer) -> str:
+        return self.names.get(id(tracer.variable), "?")
+
+    def _fresh(self) -> str:
+        try:
+            return next(self.animals)
+        except StopIteration:
+            self.extra += 1
+            return f"value{self.extra}"
+
+    # building the nodes of one model level
+
+    def nodes(self, start, end, depth):
+        """Nodes for equations [start, end) as seen inside a model at `depth`."""
+        events = [e for e in self.trace.log
+                  if e.depth == depth + 1 and start <= e.start and e.end <= end and
+                  e.end > e.start]
+        out, i = [], start
+        for event in events:
+            while i < event.start:
+                out.append(self._eqn_node(i, depth))
+                i += 1
+            if event.start < i:
+                continue      # nested inside an event already shown
+            if self.fail_index is not None and event.start <= self.fail_index < event.end \
+                    and event.call is not None:
+                out.extend(self.nodes(event.start, event.end, depth + 1))
+            else:
+                out.append(self._call_node(event, depth))
+            i = event.end
+        while i < end:
+            out.append(self._eqn_node(i, depth))
+            i += 1
+        return out
+
+    def _where(self, eqn, depth):
+        frames = eqn.source.frames
+        k = len(frames) - depth
+        if 0 <= k < len(frames):
+            return frames[k].file, frames[k].line
+        return eqn.source.file, eqn.source.line
+
+    def _eqn_node(self, i, depth):
+        eqn = self.trace.eqns[i]
+        file, line = self._where(eqn, depth)
+        fails = None
+        if i == self.fail_index:
+            fails = self.trace.failures[0][0].message.splitlines()[0]
+        return _Node(list(eqn.inputs), list(eqn.outputs), _eqn_text(eqn), file, line, fails)
+
+    def _call_node(self, event, depth):
+        eqns = self.trace.eqns
+        file, line = self._where(eqns[event.start], depth)
+        produced = {id(v) for eqn in eqns[event.start:event.end] for v in eqn.outputs}
+        args = [a.variable if isinstance(a, Tracer) else a for a in flatten(event.args)[0]]
+        results = [r.variable for r in flatten(event.result)[0] if isinstance(r, Tracer)]
+        results = [r for r in results if id(r) in produced] or [eqns[event.end - 1].outputs[0]]
+        label = _call_label(event)
+        return _Node(args, results, lambda ins: f"{label}({', '.join(ins)})", file, line,
+                     call=event.call is not None)
+
+    # rendering
+
+    def render(self, outputs):
+        depth = 1
+        top = [e for e in self.trace.log if e.depth == 1]
+        start, end = (top[0].start, top[0].end) if top else (0, len(self.trace.eqns))
+        nodes = self.nodes(start, end, depth)
+        final = {id(v.variable) for v in outputs if isinstance(v, Tracer)}
+        uses: dict[int, list] = {}
+        for k, node in enumerate(nodes):
+            for atom in node.inputs:
+                if isinstance(atom, Var):
+                    uses.setdefault(id(atom), []).append(k)
+        producer = {id(v): k for k, node in enumerate(nodes) for v in node.outputs}
+        # A value is written inside its one user's expression when that user is on the same
+        # line, except that a sub-model call's argument holding another call gets a name (so
+        # a Chain reads one layer per line).
+        statements = []
+        inline: dict[int, bool] = {}
+        has_call: dict[int, bool] = {}
+        for k, node in enumerate(nodes):
+            inner = node.call or any(inline.get(id(a)) and has_call.get(id(a))
+                                     for a in node.inputs if isinstance(a, Var))
+            for v in node.outputs:
+                users = uses.get(id(v), [])
+                same_line = all(nodes[u].line == node.line and nodes[u].file == node.file
+                                for u in users)
+                inline[id(v)] = (len(users) == 1 and same_line and id(v) not in final
+                                 and not (inner and nodes[users[0]].call))
+                has_call[id(v)] = inner
+        exprs: dict[int, str] = {}
+        fails: dict[int, str] = {}
+        for k, node in enumerate(nodes):
+            ins = [self._expr(a, exprs, inline, producer) for a in node.inputs]
+            text = node.text(ins)
+            failing = node.fails or next((fails[id(a)] for a in node.inputs
+                                          if isinstance(a, Var) and id(a) in fails), None)
+            shown = node.outputs[0] if node.outputs else None
+            if shown is None:
+                continue
+            if inline.get(id(shown)):
+                tainted = id(shown) in self.trace.tainted
+                exprs[id(shown)] = text if tainted or _is_infix(node) else \
+                    f"{text}::{_fmt(shown.aval.shape)}"
+                if failing:
+                    fails[id(shown)] = failing
+                continue
+            name = self._fresh()
+            self.names[id(shown)] = name
+            shape = None if id(shown) in self.trace.tainted else shown.aval.shape
+            statements.append(Statement(name, text, shape, node.file, node.line, failing))
+        return statements
+
+    def _expr(self, atom, exprs, inline, producer):
+        if isinstance(atom, Literal):
+            return repr(atom.value.item())
+        if not isinstance(atom, Var):
+            return "_"
+        if id(atom) in exprs:
+            return exprs[id(atom)]
+        name = self.names.get(id(atom), "_")
+        if id(atom) in self.leaf_names:
+            return f"{name}::{_fmt(atom.aval.shape)}"
+        return name
+
+
+def _call_label(event) -> str:
+    target = event.target
+    if event.call is None:
+        return getattr(target, "__name__", "f")
+    if isinstance(target, FunctionModel):
+        return target._name
+    return repr(target)
+
+
+INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@", "pow": "**",
+         "gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
+NAMES = {"logistic": "σ", "neg": "-", "reduce_sum": "sum", "reduce_max": "max"}
+
+
+def _is_infix(node) -> bool:
+    return getattr(node.text, "infix", False)
+
+
+def _eqn_text(eqn):
+    name = eqn.prim.name
+    params = eqn.params
+    if name in INFIX:
+        op = INFIX[name]
+
+        def text(ins):
+            return f"{ins[0]} {op} {ins[1]}"
+        text.infix = True
+        return text
+    if name == "stop_gradient":
+        return lambda ins: ins[0]
+    if name == "getitem":
+        from ._primitives import _index_text
+        return lambda ins: f"{ins[0]}{_index_text(params['index'])}"
+    if name == "convert":
+        return lambda ins: f"{ins[0]}.astype({np.dtype(params['dtype']).name})"
+    label = NAMES.get(name, name)
+    extra = ", ".join(f"{k}={_param(v)}" for k, v in params.items())
+
+    def call(ins):
+        return f"{label}({', '.join(ins + ([extra] if extra else []))})"
+    return call
+
+
+def _param(value) -> str:
+    if isinstance(value, tuple) and len(value) == 1:
+        return str(value[0])
+    return str(value)
+
+
+def relative(path: str) -> str:
+    """A path relative to the working directory when it is under it (shorter printouts)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
