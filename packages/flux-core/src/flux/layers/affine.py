@@ -17,6 +17,7 @@ class Affine:
     ``Affine(W, b)`` uses the given arrays. A batch ``x: (N, in)`` gives ``(N, out)``; a single
     point ``x: (in,)`` gives ``(out,)``.
 
+    >>> import numpy as np
     >>> a = Affine(np.ones((2, 3)), np.zeros(3))
     >>> a(np.array([1.0, 2.0]))
     array([3., 3., 3.], dtype=float32)
