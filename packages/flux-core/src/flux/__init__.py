@@ -25,6 +25,7 @@ from ._data import accuracy, onecold, onehot
 from ._batching import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
 from ._throttle import throttle
 from ._shapes import ShapesReport, infer, shapes
+from ._summary import Summary, summary
 
 mxnet = shorthand("mxnet")
 tf = shorthand("tf")
@@ -45,7 +46,7 @@ __all__ = [
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
     "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle",
     # shapes and debugging
-    "infer", "shapes", "ShapesReport",
+    "infer", "shapes", "ShapesReport", "summary", "Summary",
     # backends
     "backends", "compile", "Compiled", "mxnet", "tf", "cupy",
     # errors
