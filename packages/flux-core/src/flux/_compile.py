@@ -15,6 +15,7 @@ from ._ir import Aval
 from ._model import is_model, model_paths, params
 from ._param import Param, epoch
 from ._pytree import LEAF, Tree, flatten, unflatten
+from ._source import user_errors, user_facing
 
 
 def unwrap(args):
@@ -121,9 +122,12 @@ class Compiled:
                 if entry is not None:
                     outs = entry.forward(x)
                     return outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs)
-        args, wrap = unwrap(args)
-        leaves, entry = self._prepare(args)
-        outs = entry.forward(*leaves, *self._carried(entry.graph))
+        try:
+            args, wrap = unwrap(args)
+            leaves, entry = self._prepare(args)
+            outs = entry.forward(*leaves, *self._carried(entry.graph))
+        except Exception as error:
+            raise user_facing(error) from error.__cause__
         outs = self._keep_carried(entry.graph, outs, entry.n_out)
         return wrap(outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs))
 
@@ -180,12 +184,14 @@ class Compiled:
                 found.setdefault(id(p), p)
         return list(found.values())
 
+    @user_errors
     def graph(self, *args):
         """The traced graph for these inputs (arrays or shapes' example arrays)."""
         return self._prepare(unwrap(args)[0])[1].graph
 
     # -- gradients ------------------------------------------------------------------------------
 
+    @user_errors
     def back(self, delta, *args):
         """Accumulate parameter gradients for output cotangent `delta`; return input gradients.
 

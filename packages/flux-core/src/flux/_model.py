@@ -15,10 +15,10 @@ import sys
 import numpy as np
 
 from ._core import current_trace
-from ._errors import FluxTypeError
+from ._errors import FluxError, FluxTypeError
 from ._param import Param, epoch, param
 from ._recurrence import State, StateField, check_unrolled
-from ._source import ModelCall
+from ._source import ModelCall, frames_from_traceback, user_facing
 
 __all__ = ["net", "params", "is_model", "model_paths", "field_names", "children"]
 
@@ -106,18 +106,35 @@ def call_model(model, forward, args, kwargs, name: str):
     """
     trace = current_trace()
     if trace is None:
-        if kwargs:
-            raise FluxTypeError(f"{name} takes its inputs positionally; keyword arguments "
-                            f"{sorted(kwargs)} cannot be traced")
-        return compiled_numpy(model)(*args)
+        try:
+            if kwargs:
+                raise FluxTypeError(f"{name} takes its inputs positionally; keyword arguments "
+                                    f"{sorted(kwargs)} cannot be traced")
+            return compiled_numpy(model)(*args)
+        except Exception as error:
+            raise user_facing(error) from error.__cause__
     call = ModelCall(name, trace.paths.get(id(model), ""), sys._getframe())
     trace.calls.append(call)
     if trace.log is not None:
         return _logged(trace, call, model, forward, args, kwargs)
     try:
         return forward(*args, **kwargs)
+    except Exception as error:
+        _note_frames(error, trace)
+        raise
     finally:
         trace.calls.pop()
+
+
+def _note_frames(error: Exception, trace) -> None:
+    """An exception of the user's own (not a FluxError) raised while tracing keeps its type;
+    it gets the model frames as a note (and `.trace`), once, where it is first seen."""
+    if isinstance(error, FluxError) or hasattr(error, "__flux_trace__"):
+        return
+    frames = frames_from_traceback(trace.calls, error.__traceback__)
+    error.__flux_trace__ = list(frames)
+    if hasattr(error, "add_note"):
+        error.add_note("while tracing:\n" + "\n".join(f"  {frame}" for frame in frames))
 
 
 def _logged(trace, call, model, forward, args, kwargs):

@@ -21,6 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from . import _primitives as P
+from ._errors import BackendError
 from ._ir import Graph, Literal, Var
 from .hookspecs import Backend, hookimpl
 
@@ -241,6 +242,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
         names[id(var)] = f"x{i}"
     args = [names[id(v)] for v in graph.inputs]
     body = []
+    lines: dict[int, object] = {}   # line of the generated source -> its equation
     for i, (var, p) in enumerate(zip(graph.params, graph.param_objs)):
         env[f"_P{i}"] = p
         names[id(var)] = f"p{i}"
@@ -274,6 +276,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
                 expr = f"{ins[0]}[{key}]"
             else:
                 expr = emitter(ins, eqn.params, out_expr)
+        lines[len(body) + 2] = eqn   # +1 for 1-based numbering, +1 for the def line
         body.append(f"{out_name} = {expr}")
 
     results = []
@@ -293,6 +296,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
     body.append(f"return [{', '.join(results)}]")
     source = f"def run({', '.join(args)}):\n" + "\n".join("    " + line for line in body) + "\n"
     env["__plan_slots__"] = plan.slots
+    env["__plan_lines__"] = lines
     return source, env
 
 
@@ -303,22 +307,44 @@ def lower(graph: Graph):
     functions are safe to call from several threads.
     """
     source, env = plan_source(graph)
-    exec(compile(source, "<flux plan>", "exec"), env)
-    run, slots = env["run"], env["__plan_slots__"]
-    run.source = source
-    if not slots:
-        return run
+    exec(compile(source, PLAN_FILE, "exec"), env)
+    run, slots, lines = env["run"], env["__plan_slots__"], env["__plan_lines__"]
     spare: list = []
 
-    def run_with_workspace(*xs):
-        workspace = spare.pop() if spare else [np.empty(shape, dtype) for shape, dtype in slots]
+    def run_planned(*xs):
         try:
-            return run(*xs, workspace)
-        finally:
-            spare.append(workspace)
+            if not slots:
+                return run(*xs)
+            workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
+            try:
+                return run(*xs, workspace)
+            finally:
+                spare.append(workspace)
+        except Exception as error:
+            raise execution_error(error, lines) from error
 
-    run_with_workspace.source = source
-    return run_with_workspace
+    run_planned.source = source
+    return run_planned
+
+
+PLAN_FILE = "<flux plan>"
+
+
+def execution_error(error: Exception, lines: dict) -> BackendError:
+    """A NumPy error inside a plan, as a BackendError at the equation (and model line) that
+    raised it; the NumPy exception is its ``__cause__``."""
+    eqn, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == PLAN_FILE:
+            eqn = lines.get(tb.tb_lineno, eqn)
+        tb = tb.tb_next
+    if eqn is None:
+        return BackendError(f"numpy backend: {type(error).__name__}: {error}", trace=[])
+    source = eqn.source
+    return BackendError(
+        f"numpy backend: {type(error).__name__} in {eqn.prim.name} "
+        f"({', '.join(str(a.aval) for a in eqn.inputs)}): {error}\n"
+        f"  at {source.file}:{source.line}", trace=source.frames)
 
 
 class NumpyBackend(Backend):

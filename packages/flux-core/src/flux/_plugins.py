@@ -10,6 +10,7 @@ import pluggy
 
 from . import hookspecs
 from ._errors import BackendNotInstalled, FluxError
+from ._source import user_errors
 
 __all__ = ["backends", "compile", "PluginError", "PluginWarning", "KNOWN_BACKENDS"]
 
@@ -110,6 +111,7 @@ def backends() -> list[str]:
     return list(REGISTRY.load())
 
 
+@user_errors
 def compile(model, backend: str = "numpy", *shapes, **options):
     """Compile `model` for `backend`; the result is called and trained like the model.
 

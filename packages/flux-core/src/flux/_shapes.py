@@ -20,6 +20,7 @@ from ._errors import FluxError, FluxTypeError, ShapeError
 from ._ir import Aval, Literal, Var
 from ._model import FunctionModel, is_model, model_paths
 from ._pytree import flatten, unflatten
+from ._source import user_errors
 
 __all__ = ["infer", "shapes", "ShapesReport", "Statement", "abstract_inputs"]
 
@@ -129,6 +130,7 @@ def _shape_of(value):
     return tuple(np.shape(value))
 
 
+@user_errors
 def infer(model, *shapes):
     """The output shape of ``model`` for inputs of the given shapes, by abstract evaluation
     (no array is computed): ``infer(m, x.shape) == m(x).shape``.
@@ -207,6 +209,7 @@ def _fmt(shape) -> str:
     return str(tuple(shape))
 
 
+@user_errors
 def shapes(model, *args_or_shapes) -> ShapesReport:
     """The seed's ``@shapes``: the lowered model, one line per value, each annotated with its
     shape (``::(5, 20)``) under ``# file, line N:`` comments pointing at the model's source.
@@ -349,7 +352,7 @@ class _Printer:
         statements = []
         inline: dict[int, bool] = {}
         has_call: dict[int, bool] = {}
-        for k, node in enumerate(nodes):
+        for node in nodes:
             inner = node.call or any(inline.get(id(a)) and has_call.get(id(a))
                                      for a in node.inputs if isinstance(a, Var))
             for v in node.outputs:
@@ -361,7 +364,7 @@ class _Printer:
                 has_call[id(v)] = inner
         exprs: dict[int, str] = {}
         fails: dict[int, str] = {}
-        for k, node in enumerate(nodes):
+        for node in nodes:
             ins = [self._expr(a, exprs, inline, producer) for a in node.inputs]
             text = node.text(ins)
             failing = node.fails or next((fails[id(a)] for a in node.inputs

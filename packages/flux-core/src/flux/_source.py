@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,3 +96,56 @@ def capture(calls: list[ModelCall], skip: int = 1) -> Source:
 def user_source(skip: int = 1) -> Source:
     """The innermost user line outside any trace (for errors raised at the API boundary)."""
     return capture([], skip + 1)
+
+
+# -- tracebacks users see ---------------------------------------------------------------------
+
+
+def show_internal_frames() -> bool:
+    """FLUX_TRACEBACK=full keeps flux's own frames in tracebacks (hidden by default)."""
+    return os.environ.get("FLUX_TRACEBACK", "").strip().lower() in ("1", "full", "all")
+
+
+def user_facing(error: BaseException) -> BaseException:
+    """`error` with flux's internal frames (and NumPy's) removed from its traceback, so that
+    the frames a user reads are their own code and their models' forward functions."""
+    if show_internal_frames():
+        return error
+    kept = []
+    tb = error.__traceback__
+    while tb is not None:
+        if not is_machinery(tb.tb_frame.f_code.co_filename):
+            kept.append(tb)
+        tb = tb.tb_next
+    new = None
+    for tb in reversed(kept):
+        new = types.TracebackType(new, tb.tb_frame, tb.tb_lasti, tb.tb_lineno)
+    return error.with_traceback(new)
+
+
+def frames_from_traceback(calls: list[ModelCall], tb) -> tuple[Frame, ...]:
+    """Model frames (innermost first) for an exception that unwound through the forward
+    functions of `calls`: each forward's line is where the exception passed through it."""
+    lines: dict[int, tuple[str, int]] = {}
+    wrappers = {id(call.wrapper): call for call in calls}
+    while tb is not None:
+        frame = tb.tb_frame
+        call = wrappers.get(id(frame.f_back)) if frame.f_back is not None else None
+        if call is not None:
+            lines[id(call)] = (frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return tuple(Frame(call.name, call.path, *lines.get(id(call), ("<unknown>", 0)))
+                 for call in reversed(calls))
+
+
+def user_errors(fn):
+    """Public entry points re-raise errors with `user_facing` tracebacks (same exception)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise user_facing(error) from error.__cause__
+    return wrapper

@@ -9,6 +9,7 @@ from ._core import Tracer
 from ._model import FunctionModel, params
 from ._pytree import flatten
 from ._shapes import _trace, abstract_inputs
+from ._source import user_errors
 
 __all__ = ["summary", "Summary", "Row"]
 
@@ -65,6 +66,7 @@ def _shape_text(output) -> str:
     return str(output)
 
 
+@user_errors
 def summary(model, *input_shapes, depth: int | None = 2) -> Summary:
     """A table of the layers of `model` called on inputs of these shapes (or arrays): each
     layer's path, type, output shape and parameter count, like Keras' ``model.summary()``.

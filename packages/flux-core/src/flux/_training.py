@@ -11,10 +11,12 @@ from ._errors import FluxError
 from ._losses import mse
 from ._model import is_model
 from ._optimisers import SGD, as_optimiser
+from ._source import user_errors
 
 __all__ = ["back", "update", "train"]
 
 
+@user_errors
 def back(model, Δ, *xs):
     """Backpropagate the output cotangent Δ of ``model(*xs)``: accumulate every parameter's
     gradient into ``p.grad`` and return the tuple of input gradients (one per input)."""
@@ -33,6 +35,7 @@ def _all_params(model) -> list:
     return list(found.values())
 
 
+@user_errors
 def update(model, opt) -> None:
     """Apply the accumulated gradients with `opt` (a number is an SGD learning rate) and clear
     them. Params that received no gradient are left alone."""
@@ -43,6 +46,7 @@ def update(model, opt) -> None:
         p.zero_grad()
 
 
+@user_errors
 def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=()):
     """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
 

@@ -30,6 +30,7 @@ from ._ir import Aval, Var
 from ._model import call_model, children, is_model
 from ._pytree import flatten, unflatten
 from ._recurrence import StepContext, current_step, state_vars
+from ._source import user_errors
 
 __all__ = ["unroll", "unroll1", "flip", "seq", "reset", "Unrolled", "Unroll1", "Flipped",
            "state_owners"]
@@ -382,6 +383,7 @@ def state_owners(model) -> list:
     return found
 
 
+@user_errors
 def reset(model) -> None:
     """Put every hidden state under `model` back to its initial value (for every compiled
     copy): the next call of a stateful unrolled model starts from its State fields' values."""

@@ -256,7 +256,7 @@ def _lstm_reference(p, xs):
     for t in range(xs.shape[-2]):
         x = xs[..., t, :]
 
-        def gate(g, f):
+        def gate(g, f, x=x, y=y):
             return f(x @ p[f"model.Wx{g}"] + y @ p[f"model.Wy{g}"] + p[f"model.b{g}"])
         forget, input, output = gate("f", sigmoid), gate("i", sigmoid), gate("o", sigmoid)
         c = forget * c + input * gate("c", np.tanh)
