@@ -200,8 +200,9 @@ def test_shape_dtype_and_array_protocol():
     copied = np.array(xs)
     assert copied.flags.writeable and not np.shares_memory(copied, rawbatch(xs))
     np.testing.assert_array_equal(np.stack([xs, xs]), [rawbatch(xs)] * 2)
-    with pytest.raises(ValueError, match="needs a copy"):
-        np.asarray(xs, dtype=np.float32, copy=False)
+    if np.lib.NumpyVersion(np.__version__) >= "2.0.0":   # asarray(copy=) is NumPy 2's
+        with pytest.raises(ValueError, match="needs a copy"):
+            np.asarray(xs, dtype=np.float32, copy=False)
 
 
 def test_no_elementwise_arithmetic():

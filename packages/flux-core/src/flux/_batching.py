@@ -13,6 +13,7 @@ into it.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -439,7 +440,7 @@ def _stack(name: str, items, cls_name: str | None = None):
             array, kind = item._raw, item._kinds()
         else:
             try:
-                array = np.asarray(item)
+                array = _asarray(item)
             except ValueError:
                 raise ShapeError(RAGGED_ITEM.format(name=name, i=i)) from None
             kind = ()
@@ -568,6 +569,20 @@ def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all(a == b))
 
 
+_RAGGED_WARNING = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning", Warning)
+
+
+def _asarray(value) -> np.ndarray:
+    """`np.asarray`, raising ValueError for ragged nested lists on every NumPy version (1.23
+    only warns and makes an object array)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _RAGGED_WARNING)
+        try:
+            return np.asarray(value)
+        except _RAGGED_WARNING as warning:
+            raise ValueError(str(warning)) from None
+
+
 def _item_equal(item, value) -> bool:
     """Whether one item (an ndarray, or a Batch/Seq) equals `value` (nested lists, arrays,
     numbers, or Batch/Seq of the same nesting)."""
@@ -577,7 +592,7 @@ def _item_equal(item, value) -> bool:
     if isinstance(value, _Stacked):
         return False
     try:
-        value = np.asarray(value)
+        value = _asarray(value)
     except ValueError:                   # ragged nested lists
         return False
     if value.dtype.kind not in NUMERIC_KINDS:
