@@ -214,8 +214,8 @@ class Batch(_Stacked):
     2-element Batch of Seq of ndarray:
      [[1, 2, 3], [4, 5, 6]]
      [[7, 8, 9], [10, 11, 12]]
-    >>> rawbatch(bs).shape, rawbatch(bs)[1, 1, 0]
-    ((2, 2, 3), np.int64(10))
+    >>> rawbatch(bs).shape, int(rawbatch(bs)[1, 1, 0])
+    ((2, 2, 3), 10)
     >>> bs[1]
     2-element Seq of ndarray:
      [7, 8, 9]
