@@ -14,7 +14,7 @@ from ._errors import FluxError, FluxTypeError, FluxValueError, ShapeError
 from ._ir import Aval
 from ._model import is_model, model_paths, params
 from ._param import Param, epoch
-from ._pytree import LEAF, Tree, flatten, unflatten
+from ._pytree import LEAF, Tree, flatten, flatten_args, unflatten
 from ._source import user_errors, user_facing
 
 
@@ -135,7 +135,7 @@ class Compiled:
         """Flat input arrays for `args` and the entry for their signature (built if new)."""
         if self._epoch != epoch.value:
             self._refresh()
-        raw, tree = flatten(args)
+        raw, tree = flatten_args(args)
         leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
         key = (tree, tuple((x.shape, x.dtype) for x in leaves), self._carry_key())
         entry = self._entries.get(key)
@@ -234,7 +234,7 @@ class Compiled:
     def _step(self, loss, x, y):
         if self._epoch != epoch.value:
             self._refresh()
-        raw, tree = flatten((x, y))
+        raw, tree = flatten_args((x, y))
         leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
         key = (loss, tree, tuple((a.shape, a.dtype) for a in leaves), self._carry_key())
         step = self._entries.get(key)
@@ -256,8 +256,8 @@ def _unique(owners) -> list:
     return list(seen.values())
 
 
-_ONE_ARG = flatten((np.zeros(()),))[1]
-_TWO_ARGS = flatten((np.zeros(()), np.zeros(())))[1]
+_ONE_ARG = flatten_args((np.zeros(()),))[1]
+_TWO_ARGS = flatten_args((np.zeros(()), np.zeros(())))[1]
 
 
 class _TrainStep:

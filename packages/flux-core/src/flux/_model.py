@@ -171,7 +171,7 @@ class CallEvent:
     which depth (1 = the outermost model), with which arguments and result, and the range of
     equations it recorded."""
 
-    __slots__ = ("target", "call", "depth", "args", "result", "start", "end")
+    __slots__ = ("target", "call", "depth", "args", "result", "start", "end", "replayed")
 
     def __init__(self, target, call, depth, args, start):
         self.target = target
@@ -181,6 +181,7 @@ class CallEvent:
         self.result = None
         self.start = start
         self.end = start
+        self.replayed = False   # a flip()ped call whose result was computed earlier
 
 
 def compiled_numpy(model):

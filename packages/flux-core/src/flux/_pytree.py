@@ -68,6 +68,14 @@ def flatten(value) -> tuple[list, Tree]:
     return leaves, tree
 
 
+def flatten_args(args: tuple) -> tuple[list, Tree]:
+    """`flatten` for a call's positional arguments: the argument tuple itself is always a
+    container, even when its items are plain numbers or number lists (each is one input)."""
+    leaves: list = []
+    tree = Tree(tuple, (), [_flatten(a, leaves) for a in args])
+    return leaves, tree
+
+
 def _flatten(value, leaves: list) -> Tree:
     if isinstance(value, dict):
         keys = list(value)

@@ -19,7 +19,7 @@ from ._core import Trace, Tracer
 from ._errors import FluxError, FluxTypeError, ShapeError
 from ._ir import Aval, Literal, Var
 from ._model import FunctionModel, is_model, model_paths
-from ._pytree import flatten, unflatten
+from ._pytree import flatten, flatten_args, unflatten
 from ._source import user_errors
 
 __all__ = ["infer", "shapes", "ShapesReport", "Statement", "abstract_inputs"]
@@ -78,7 +78,7 @@ def abstract_inputs(model, args, what: str):
     _check_arity(model, args, what)
     dtype = _model_dtype(model)
     args, _ = unwrap(tuple(_stand_in(a, dtype) for a in args))
-    leaves, tree = flatten(args)
+    leaves, tree = flatten_args(args)
     return model, [_as_aval(v, dtype, i) for i, v in enumerate(leaves)], tree
 
 
@@ -122,6 +122,19 @@ def _trace(model, avals, tree, *, tolerant=False):
     return trace, inputs, out, error
 
 
+def live_vars(trace, out) -> set:
+    """Ids of the Vars that the model's outputs depend on (all of them when the trace
+    stopped before producing outputs)."""
+    leaves = [v for v in flatten(out)[0] if isinstance(v, Tracer)] if out is not None else None
+    if leaves is None:
+        return {id(v) for eqn in trace.eqns for v in eqn.outputs}
+    live = {id(v.variable) for v in leaves}
+    for eqn in reversed(trace.eqns):
+        if any(id(v) in live for v in eqn.outputs):
+            live.update(id(a) for a in eqn.inputs if isinstance(a, Var))
+    return live
+
+
 def _shape_of(value):
     if isinstance(value, Tracer):
         return value.shape
@@ -137,7 +150,8 @@ def infer(model, *shapes):
 
     Inputs are shapes (tuples) or arrays (their shape and dtype are used); a model with several
     outputs gives a tuple of shapes in the structure of its output. A shape mismatch raises a
-    `ShapeError` naming both shapes, with model frames.
+    `ShapeError` naming both shapes, with model frames. A stateful unrolled model is inferred
+    from its initial state: what `infer` says holds for its calls after `flux.reset`.
 
     >>> from flux import Affine
     >>> infer(Affine(10, 20), (1, 10))
@@ -172,7 +186,7 @@ class Statement:
 
     def __str__(self) -> str:
         text = f"{self.name} = {self.expr}"
-        if self.shape is not None and not text.endswith(f"::{_fmt(self.shape)}"):
+        if self.shape is not None:
             text += f"::{_fmt(self.shape)}"
         return text
 
@@ -198,7 +212,9 @@ class ShapesReport:
             if st.fails:
                 lines.append(f"# ^ ShapeError: {st.fails}")
         if self.error is not None and not any(st.fails for st in self.statements):
-            lines.append(f"# ShapeError: {self.error.message}")
+            message = getattr(self.error, "message", str(self.error)).splitlines()
+            lines.append(f"# {type(self.error).__name__}: {message[0]}")
+            lines.extend(f"# {line.strip()}" for line in message[1:])
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -226,7 +242,9 @@ def shapes(model, *args_or_shapes) -> ShapesReport:
     if error is None and failures:
         error = failures[0][0]
     fail_index = failures[0][1] if failures else None
-    printer = _Printer(trace, inputs, model, fail_index)
+    if error is not None and fail_index is None:
+        fail_index = len(trace.eqns)    # the trace stopped here: inline the calls around it
+    printer = _Printer(trace, inputs, model, fail_index, live_vars(trace, out))
     report = ShapesReport(error=error)
     outputs = flatten(out)[0] if out is not None else []
     report.statements = printer.render(outputs)
@@ -254,8 +272,9 @@ class _Node:
 
 
 class _Printer:
-    def __init__(self, trace, inputs, model, fail_index):
+    def __init__(self, trace, inputs, model, fail_index, live):
         self.trace = trace
+        self.live = live
         self.fail_index = fail_index
         self.names: dict[int, str] = {}
         for i, t in enumerate(inputs):
@@ -287,7 +306,7 @@ class _Printer:
         """Nodes for equations [start, end) as seen inside a model at `depth`."""
         events = [e for e in self.trace.log
                   if e.depth == depth + 1 and start <= e.start and e.end <= end and
-                  e.end > e.start]
+                  e.end > e.start and not e.replayed]
         out, i = [], start
         for event in events:
             while i < event.start:
@@ -295,8 +314,9 @@ class _Printer:
                 i += 1
             if event.start < i:
                 continue      # nested inside an event already shown
-            if self.fail_index is not None and event.start <= self.fail_index < event.end \
-                    and event.call is not None:
+            unfinished = event.result is None and event.end == self.fail_index
+            if self.fail_index is not None and event.call is not None and (
+                    event.start <= self.fail_index < event.end or unfinished):
                 out.extend(self.nodes(event.start, event.end, depth + 1))
             else:
                 out.append(self._call_node(event, depth))
@@ -338,7 +358,8 @@ class _Printer:
         depth = 1
         top = [e for e in self.trace.log if e.depth == 1]
         start, end = (top[0].start, top[0].end) if top else (0, len(self.trace.eqns))
-        nodes = self.nodes(start, end, depth)
+        nodes = [node for node in self.nodes(start, end, depth)
+                 if node.fails or any(id(v) in self.live for v in node.outputs)]
         final = {id(v.variable) for v in outputs if isinstance(v, Tracer)}
         uses: dict[int, list] = {}
         for k, node in enumerate(nodes):

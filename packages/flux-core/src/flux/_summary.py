@@ -8,7 +8,7 @@ import numpy as np
 from ._core import Tracer
 from ._model import FunctionModel, params
 from ._pytree import flatten
-from ._shapes import _trace, abstract_inputs
+from ._shapes import _trace, abstract_inputs, live_vars
 from ._source import user_errors
 
 __all__ = ["summary", "Summary", "Row"]
@@ -17,8 +17,8 @@ __all__ = ["summary", "Summary", "Row"]
 @dataclass
 class Row:
     """One layer: its attribute `path`, `type` name, `output` shape(s) (of its first call),
-    the number of parameters it owns (`params`, a shared Param counted once, where it first
-    appears) and its nesting `depth`."""
+    the number of parameters under it (`params`; a Param shared by several layers of the same
+    depth is counted once, where it first appears) and its nesting `depth`."""
 
     path: str
     type: str
@@ -84,21 +84,26 @@ def summary(model, *input_shapes, depth: int | None = 2) -> Summary:
         error = trace.failures[0][0]
     if error is not None:
         raise error
-    rows, seen, by_call = [], set(), {}
+    live = live_vars(trace, out)
+    rows, counted, by_call = [], {}, {}
     for event in trace.log:
-        if event.call is None or (depth is not None and event.depth > depth):
+        if event.call is None or event.replayed or (depth is not None and event.depth > depth):
             continue
+        results = [v.variable for v in flatten(event.result)[0] if isinstance(v, Tracer)]
+        if not any(id(v) in live for v in results):
+            continue   # discarded work (e.g. the backward pass of flip), not a call
         target = event.target
         repeat = by_call.get((id(target), event.depth))
         if repeat is not None:
             repeat.calls += 1
             continue
         outputs = [v.shape for v in flatten(event.result)[0] if isinstance(v, Tracer)]
-        own = params(target) if id(target) not in seen else {}
-        seen.add(id(target))
+        done = counted.setdefault(event.depth, set())   # once per level of nesting
+        own = [p for p in params(target).values() if id(p) not in done]
+        done.update(id(p) for p in own)
         name = target._name if isinstance(target, FunctionModel) else type(target).__name__
         row = Row(event.call.path, name, outputs[0] if len(outputs) == 1 else outputs,
-                  sum(int(np.prod(p.shape)) for p in own.values()), event.depth)
+                  sum(int(np.prod(p.shape)) for p in own), event.depth)
         by_call[(id(target), event.depth)] = row
         rows.append(row)
     all_params = params(model)

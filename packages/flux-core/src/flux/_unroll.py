@@ -324,6 +324,9 @@ class Flipped:
             raise FluxError("flip(model) runs backwards in time inside an unrolled model; "
                             "unroll the model that contains it (flux.unroll(..., n))")
         if step.replay is not None:
+            trace = current_trace()
+            if trace.log:
+                trace.log[-1].replayed = True   # this call's event: it computes nothing
             return step.replay.pop(0)
         out = self.model(*args)
         step.flipped_calls.append(out)
