@@ -6,6 +6,8 @@ gradients into Params. A backend only lowers shaped graphs to functions of flat 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._autodiff import vjp
@@ -230,6 +232,19 @@ class Compiled:
         outs = step.run(*leaves, *self._carried(graph))
         self._keep_carried(graph, outs, 1)
         return outs[0], step.params, outs[1 + len(graph.carry_out):]
+
+    def train_step(self, loss, opt, x, y) -> float:
+        """One training step on the pair ``(x, y)``: the loss before the update, as a float.
+
+        The update is applied only when the loss is finite (`flux.train` then stops with an
+        error naming the step). Backends that run whole steps themselves override this (with
+        the same contract: afterwards the model's Params hold the new values).
+        """
+        value, ps, grads = self.loss_and_grads(loss, x, y)
+        value = float(value)
+        if math.isfinite(value):
+            opt.apply(ps, grads)
+        return value
 
     def _step(self, loss, x, y):
         if self._epoch != epoch.value:

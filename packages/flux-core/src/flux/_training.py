@@ -71,12 +71,10 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=()):
             except (TypeError, ValueError):
                 raise FluxError(f"train: each item of `data` must be an (x, y) pair; item "
                                 f"{step} is {type(pair).__name__}") from None
-            value, ps, grads = compiled.loss_and_grads(loss, x, y)
-            value = float(value)
+            value = compiled.train_step(loss, opt, x, y)
             if not math.isfinite(value):
                 raise FluxError(f"train: the loss is {value} at epoch {epoch + 1}, step "
                                 f"{step + 1}; training stopped before that step's update")
-            opt.apply(ps, grads)
             total += value
             count += 1
             for f in callbacks:
