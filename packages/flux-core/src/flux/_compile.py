@@ -98,6 +98,10 @@ class Compiled:
     def __repr__(self) -> str:
         return f"{self.backend.name}({self.model!r})"
 
+    def lower(self, graph):
+        """The backend's function for `graph` (subclasses may lower with more context)."""
+        return self.backend.lower(graph, self.options)
+
     @property
     def dtype(self):
         self._refresh()
@@ -145,7 +149,7 @@ class Compiled:
             graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
                           carry_source=self)
             self._learn_owners(graph)
-            entry = self._entries[key] = _Entry(graph, self.backend.lower(graph, self.options))
+            entry = self._entries[key] = _Entry(graph, self.lower(graph))
             if len(leaves) == 1 and tree == _ONE_ARG and not (graph.carry_in or graph.carry_out):
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
@@ -205,7 +209,7 @@ class Compiled:
         leaves, entry = self._prepare(args)
         graph = entry.graph
         if entry.grad is None:
-            entry.grad = self.backend.lower(vjp(graph), self.options)
+            entry.grad = self.lower(vjp(graph))
         deltas = _cotangents(delta[0], graph, entry.n_out)
         outs = entry.grad(*leaves, *self._carried(graph), *deltas)
         self._keep_carried(graph, outs, entry.n_out)
@@ -289,7 +293,7 @@ class _TrainStep:
                              f"{getattr(loss, '__name__', loss)} returned shapes {shapes}")
         self.graph = vjp(graph, wrt_inputs=[False] * len(leaves), seed=1.0)
         self.params = graph.param_objs
-        self.run = compiled.backend.lower(self.graph, compiled.options)
+        self.run = compiled.lower(self.graph)
         self.loss = loss
 
 
