@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see bench/mlp_step.py
@@ -21,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see bench/mlp_step.py
 import numpy as np  # noqa: E402
 
 import flux  # noqa: E402
+from _timing import side_by_side  # noqa: E402
 
 LR = 0.01
 GATES = "fioc"
@@ -141,15 +140,7 @@ def main():
     first = time.perf_counter() - start
     for run in contenders.values():
         run(1)
-    times = {name: [] for name in contenders}
-    order = list(contenders.items())
-    for r in range(args.repeats):
-        random.Random(r).shuffle(order)
-        for name, run in order:
-            start = time.perf_counter()
-            run(args.calls)
-            times[name].append((time.perf_counter() - start) / args.calls)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = side_by_side(contenders, args.repeats, args.calls)
     print(f"LSTM({args.n_in}→{args.n_out}) unrolled {args.steps} steps, batch {args.batch}, "
           f"float32, training step ({args.calls} steps x {args.repeats} repeats, median)")
     print(f"  flux first step (trace + unroll + autodiff + plan + run): {first * 1e3:.0f} ms")

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
 import flux  # noqa: E402
+from _timing import side_by_side  # noqa: E402
 
 LR = 0.01
 
@@ -127,15 +125,7 @@ def main():
         contenders["torch"] = torch_run
     for run in contenders.values():
         run(20)  # warm up: plan building, caches
-    times = {name: [] for name in contenders}
-    order = list(contenders.items())
-    for _ in range(args.repeats):
-        random.Random(_).shuffle(order)
-        for name, run in order:
-            start = time.perf_counter()
-            run(args.steps)
-            times[name].append((time.perf_counter() - start) / args.steps)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = side_by_side(contenders, args.repeats, args.steps)
     print(f"MLP {'→'.join(map(str, sizes))}, batch {args.batch}, float32, "
           f"{args.steps} steps x {args.repeats} repeats (median per step)")
     for name, t in med.items():
