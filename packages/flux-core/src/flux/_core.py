@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._errors import FluxError, ShapeError, TraceError
+from ._errors import ShapeError, TraceError
 from ._ir import Aval, Eqn, Graph, Literal, Var, dce, maybe_check
 from ._source import ModelCall, Source, capture
 
@@ -340,8 +340,4 @@ def guess_shape(prim: Primitive, avals, params):
     return None
 
 
-def is_traced(value) -> bool:
-    return isinstance(value, Tracer)
-
-
-__all__ = ["Primitive", "Tracer", "Trace", "bind", "current_trace", "FluxError"]
+__all__ = ["Primitive", "Tracer", "Trace", "bind", "current_trace", "guess_shape"]

@@ -165,8 +165,7 @@ class _Plan:
         for i, eqn in enumerate(eqns):
             for buf in ending.pop(i - 1, ()):
                 if group_last.get(buf) == i - 1 and buf in slot_of:
-                    aval = self._slot_aval(slot_of[buf])
-                    free[aval].append(slot_of[buf])
+                    free[self.slots[slot_of[buf]]].append(slot_of[buf])
             out = eqn.outputs[0]
             o = id(out)
             if _aliases(eqn, elided):
@@ -212,8 +211,6 @@ class _Plan:
         self.slots.append(key)
         return len(self.slots) - 1
 
-    def _slot_aval(self, slot: int):
-        return self.slots[slot]
 
 
 # -- code generation ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import numbers
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -466,12 +465,3 @@ def _param(value) -> str:
     if isinstance(value, tuple) and len(value) == 1:
         return str(value[0])
     return str(value)
-
-
-def relative(path: str) -> str:
-    """A path relative to the working directory when it is under it (shorter printouts)."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
