@@ -56,7 +56,7 @@ TEST_TOOLS = ("pytest", "hypothesis",
 
 ENVS = [
     Env("demo", ("numpy>=2,<3", "scikit-learn", "matplotlib")),
-    Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib"),
+    Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff"),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
     Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),
