@@ -119,16 +119,17 @@ class Compiled:
     # -- calling --------------------------------------------------------------------------------
 
     def __call__(self, *args):
-        if self._epoch != epoch.value:
-            self._refresh()
-        if len(args) == 1:
-            x = args[0]
-            if type(x) is np.ndarray and (x.dtype == self._dtype or self._dtype is None):
-                entry = self._fast.get((x.shape, x.dtype))
-                if entry is not None:
-                    outs = entry.forward(x)
-                    return outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs)
         try:
+            if self._epoch != epoch.value:
+                self._refresh()
+            if len(args) == 1:
+                x = args[0]
+                if type(x) is np.ndarray and (x.dtype == self._dtype or self._dtype is None):
+                    entry = self._fast.get((x.shape, x.dtype))
+                    if entry is not None:
+                        outs = entry.forward(x)
+                        return outs[0] if entry.single_out else unflatten(entry.graph.out_tree,
+                                                                          outs)
             args, wrap = unwrap(args)
             leaves, entry = self._prepare(args)
             outs = entry.forward(*leaves, *self._carried(entry.graph))
