@@ -26,6 +26,7 @@ from ._batching import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seq
 from ._throttle import throttle
 from ._shapes import ShapesReport, infer, shapes
 from ._summary import Summary, summary
+from ._io import load, save
 
 mxnet = shorthand("mxnet")
 tf = shorthand("tf")
@@ -44,7 +45,7 @@ __all__ = [
     "vcat", "sum", "mean", "reshape", "transpose",
     # training
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
-    "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle",
+    "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle", "save", "load",
     # shapes and debugging
     "infer", "shapes", "ShapesReport", "summary", "Summary",
     # backends
