@@ -20,7 +20,7 @@ from ._errors import FluxTypeError, FluxValueError
 from ._model import is_model, params
 from ._source import user_errors
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "FORMAT_VERSION", "write_atomically", "read_checked"]
 
 FORMAT_VERSION = 1
 META = "__flux__"
@@ -50,6 +50,12 @@ def save(model, path) -> None:
                        for name, p in ps.items()}}
     arrays = {name: p.value for name, p in ps.items()}
     arrays[META] = np.array(json.dumps(meta))
+    write_atomically(path, arrays)
+
+
+def write_atomically(path, arrays: dict) -> None:
+    """An ``.npz`` of `arrays` at exactly `path`, via a flushed temporary file in the same
+    folder renamed over it: a crash leaves the old file (or none), never half of one."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".flux-", suffix=".tmp", dir=folder)
@@ -74,6 +80,14 @@ def load(model, path) -> None:
     leaves the model as it was.
     """
     ps = params(_target(model))
+    values, _ = read_checked(path, ps, "flux-params")
+    for name, p in ps.items():
+        p.value[...] = values[name]
+
+
+def read_checked(path, ps: dict, kind: str, prefix: str = "", extra_prefixes=()):
+    """The arrays of a flux file for the Params `ps` (by path, stored under `prefix`), checked
+    completely, and the file's metadata; other entries must start with `extra_prefixes`."""
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -81,11 +95,14 @@ def load(model, path) -> None:
             if META not in names:
                 raise FluxValueError(f"{path} is not a flux parameter file (no {META} entry)")
             meta = json.loads(str(archive[META]))
-            if meta.get("format") != "flux-params" or meta.get("version") != FORMAT_VERSION:
+            if meta.get("format") != kind or meta.get("version") != FORMAT_VERSION:
                 raise FluxValueError(f"{path}: unsupported format {meta.get('format')!r} "
-                                     f"version {meta.get('version')!r}; this flux reads "
-                                     f"flux-params version {FORMAT_VERSION}")
-            stored = names - {META}
+                                     f"version {meta.get('version')!r}; expected {kind} "
+                                     f"version {FORMAT_VERSION}")
+            others = {n: archive[n] for n in names
+                      if n != META and any(n.startswith(e) for e in extra_prefixes)}
+            rest = names - {META} - set(others)
+            stored = {n[len(prefix):] if n.startswith(prefix) else n for n in rest}
             missing = sorted(set(ps) - stored)
             extra = sorted(stored - set(ps))
             if missing:
@@ -96,7 +113,7 @@ def load(model, path) -> None:
                                      f"{', '.join(extra)}")
             values = {}
             for name, p in ps.items():
-                value = archive[name]
+                value = archive[prefix + name]
                 if value.shape != p.shape:
                     raise FluxValueError(f"{path}: entry {name} has shape {value.shape}, the "
                                          f"model's parameter has shape {p.shape}")
@@ -109,5 +126,5 @@ def load(model, path) -> None:
             raise
         raise FluxValueError(f"{path} cannot be read as a flux parameter file "
                              f"(truncated or damaged?): {type(error).__name__}: {error}") from error
-    for name, p in ps.items():
-        p.value[...] = values[name]
+    values.update(others)
+    return values, meta

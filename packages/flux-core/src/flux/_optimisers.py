@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._errors import FluxTypeError
+from ._errors import FluxTypeError, FluxValueError
 
 __all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
 
@@ -17,6 +17,21 @@ class Optimiser:
 
     def deltas(self, params, grads):
         raise NotImplementedError
+
+    def settings(self) -> list:
+        """The hyper-parameters, as `repr` shows them (checkpoints compare them)."""
+        return []
+
+    def state_arrays(self, names: dict) -> dict:
+        """The optimiser's state as ``"<param path>/<slot>" -> array``; `names` maps
+        ``id(Param) -> path``. Stateless optimisers have none."""
+        return {}
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        """Restore what `state_arrays` gave; `params` maps paths to Params."""
+        if arrays:
+            raise FluxValueError(f"{type(self).__name__} keeps no state, but the checkpoint "
+                                 f"has {sorted(arrays)[:3]}")
 
     def apply(self, params, grads) -> None:
         """Update `params` by `grads`: arrays of the Params' shapes, as `back` and training
@@ -54,6 +69,9 @@ class SGD(Optimiser):
                 g = np.multiply(g, lr, dtype=value.dtype)
             np.subtract(value, g, out=value)
 
+    def settings(self) -> list:
+        return [self.lr]
+
     def __repr__(self) -> str:
         return f"SGD({self.lr})"
 
@@ -71,6 +89,16 @@ class Momentum(Optimiser):
             v = _state(self.state, p, (p, 0.0))[1]
             new[id(p)] = (p, self.rho * v + np.multiply(g, self.lr, dtype=p.dtype))
         return [new[id(p)][1] for p in params], lambda: self.state.update(new)
+
+    def settings(self) -> list:
+        return [self.lr, self.rho]
+
+    def state_arrays(self, names: dict) -> dict:
+        return {f"{names[key]}/v": v for key, (_, v) in self.state.items() if key in names}
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        self.state = {id(params[k.rsplit("/", 1)[0]]): (params[k.rsplit("/", 1)[0]], v)
+                      for k, v in arrays.items()}
 
     def __repr__(self) -> str:
         return f"Momentum({self.lr}, {self.rho})"
@@ -99,6 +127,25 @@ class ADAM(Optimiser):
             steps.append(step.astype(p.dtype, copy=False))
             new[id(p)] = (p, m, v, t)
         return steps, lambda: self.state.update(new)
+
+    def settings(self) -> list:
+        return [self.lr, self.beta1, self.beta2, self.eps]
+
+    def state_arrays(self, names: dict) -> dict:
+        out = {}
+        for key, (_, m, v, t) in self.state.items():
+            if key in names:
+                out.update({f"{names[key]}/m": m, f"{names[key]}/v": v,
+                            f"{names[key]}/t": np.asarray(t)})
+        return out
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        state = {}
+        for path in {k.rsplit("/", 1)[0] for k in arrays}:
+            p = params[path]
+            state[id(p)] = (p, arrays[f"{path}/m"], arrays[f"{path}/v"],
+                            int(arrays[f"{path}/t"]))
+        self.state = state
 
     def __repr__(self) -> str:
         return f"ADAM({self.lr}, {self.beta1}, {self.beta2}, {self.eps})"

@@ -6,8 +6,9 @@ import sys
 import time
 
 
+from . import _checkpoint
 from ._compile import Compiled, compiled_of
-from ._errors import FluxError
+from ._errors import FluxError, FluxValueError
 from ._losses import mse
 from ._model import is_model
 from ._optimisers import SGD, as_optimiser
@@ -47,25 +48,40 @@ def update(model, opt) -> None:
 
 
 @user_errors
-def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=()):
+def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint=None,
+          every: int | None = None, resume=None):
     """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
 
     Returns the per-epoch means of the losses computed before each update. Shows a progress
     bar when stderr is a terminal; calls each callback in `cb` (one callable or a list) with no
     arguments after every update. A NaN or infinite loss stops training with a FluxError naming
     the step; that step's update is not applied.
+
+    Checkpoints: with ``checkpoint=path`` the parameters, the optimiser's state, the progress
+    and flux's random state are written to `path` (atomically) every `every` updates and at
+    the end of every epoch; ``resume=path`` restores such a file and continues from where it
+    was written, skipping the pairs of `data` already used, so a run interrupted and resumed
+    (with the same model, data, loss and optimiser settings) ends with the same parameters as
+    one that was not. The returned history covers the whole run.
     """
     compiled = compiled_of(model)
+    target = compiled.model
     opt = SGD(0.1) if opt is None else as_optimiser(opt)
     callbacks = [cb] if callable(cb) else list(cb or ())
     if epochs > 1 and iter(data) is data:
         raise FluxError("train: `data` is a one-shot iterator but epochs > 1; pass a list (or "
                         "another re-iterable collection) of (x, y) pairs")
-    history = []
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise FluxValueError(f"train: every= is a number of updates ≥ 1, found {every!r}")
+    at = _checkpoint.restore(resume, target, opt) if resume is not None else \
+        _checkpoint.Progress()
     bar = _Progress(data) if sys.stderr.isatty() else None
-    for epoch in range(epochs):
-        total, count = 0.0, 0
+    for epoch in range(at.epoch, epochs):
+        if epoch != at.epoch:
+            at = _checkpoint.Progress(epoch, 0, 0.0, 0, at.history)
         for step, pair in enumerate(data):
+            if step < at.step:
+                continue   # used before the checkpoint this run resumed from
             try:
                 x, y = pair
             except (TypeError, ValueError):
@@ -75,16 +91,22 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=()):
             if not math.isfinite(value):
                 raise FluxError(f"train: the loss is {value} at epoch {epoch + 1}, step "
                                 f"{step + 1}; training stopped before that step's update")
-            total += value
-            count += 1
+            at.total += value
+            at.count += 1
+            at.step = step + 1
             for f in callbacks:
                 f()
             if bar is not None:
-                bar.show(epoch, epochs, count, total / count)
-        history.append(total / count if count else math.nan)
+                bar.show(epoch, epochs, at.count, at.total / at.count)
+            if checkpoint is not None and every is not None and at.step % every == 0:
+                _checkpoint.write(checkpoint, target, opt, at)
+        at.history.append(at.total / at.count if at.count else math.nan)
+        if checkpoint is not None:
+            _checkpoint.write(checkpoint, target, opt,
+                              _checkpoint.Progress(epoch + 1, 0, 0.0, 0, at.history))
         if bar is not None:
             bar.end()
-    return history
+    return at.history
 
 
 class _Progress:
