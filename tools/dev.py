@@ -61,6 +61,12 @@ ENVS = [
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
     Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
+    # A third party's backend, installed from its own pyproject.toml, passes the conformance kit.
+    Env("third-party", ("numpy>=2,<3", *TEST_TOOLS),
+        packages=("packages/flux-core", "examples/third_party_backend"),
+        suites={"conformance": ("examples/third_party_backend/tests",)}),
+    Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
+        packages=("packages/flux-core", "packages/flux-tf"), suites={"tests": ("tests/tf",)}),
 ]
 
 
