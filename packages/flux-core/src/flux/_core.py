@@ -275,7 +275,10 @@ class Trace:
         atoms = [self.atom(a) for a in args]
         try:
             avals = prim.abstract_eval(*(a.aval for a in atoms), **params)
-        except ShapeError as error:
+        except (ShapeError, ValueError, RuntimeError) as error:
+            if not isinstance(error, ShapeError):   # NumPy's own refusal (e.g. > 32 axes)
+                error = ShapeError(f"{prim.name}: {error} (shapes "
+                                   f"{', '.join(str(a.aval.shape) for a in atoms)})")
             if self.tolerant:
                 return self._guess(prim, atoms, params, error)
             source = self.source()

@@ -134,6 +134,12 @@ def frames_from_traceback(calls: list[ModelCall], tb) -> tuple[Frame, ...]:
         if call is not None:
             lines[id(call)] = (frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
+    frame = sys._getframe(1)       # outer forward functions are still running: their lines
+    while frame is not None and len(lines) < len(calls):
+        call = wrappers.get(id(frame.f_back)) if frame.f_back is not None else None
+        if call is not None and id(call) not in lines:
+            lines[id(call)] = (frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
     return tuple(Frame(call.name, call.path, *lines.get(id(call), ("<unknown>", 0)))
                  for call in reversed(calls))
 
