@@ -67,6 +67,10 @@ ENVS = [
         suites={"conformance": ("examples/third_party_backend/tests",)}),
     Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
         packages=("packages/flux-core", "packages/flux-tf"), suites={"tests": ("tests/tf",)}),
+    # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
+    Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", *TEST_TOOLS),
+        packages=("packages/flux-core", "packages/flux-mxnet"),
+        suites={"mxnet": ("tests/mxnet",)}),
 ]
 
 

@@ -1,0 +1,35 @@
+"""flux-mxnet: flux's MXNet backend plugin.
+
+``flux.mxnet(model)`` (or ``flux.compile(model, backend="mxnet", ctx=mx.cpu())``) runs the
+model's graphs as MXNet executors; `symbol` and `module` hand the model to MXNet's own API.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")   # no "MKLDNN is activated" per bind
+
+import flux.hookspecs as hs  # noqa: E402
+
+from ._compiled import MXNetCompiled  # noqa: E402
+from ._native import module, set_params, symbol  # noqa: E402
+
+__all__ = ["MXNetBackend", "MXNetCompiled", "symbol", "module", "set_params", "flux_backends"]
+
+
+class MXNetBackend(hs.Backend):
+    """The ``mxnet`` backend. Option: ``ctx`` (an `mx.Context`, default ``mx.cpu()``)."""
+
+    name = "mxnet"
+    package = "flux-mxnet"
+
+    def compile(self, model, options: dict):
+        return MXNetCompiled(model, self, options)
+
+    def lower(self, graph, options: dict):
+        return MXNetCompiled(None, self, options).lower(graph)
+
+
+@hs.hookimpl
+def flux_backends():
+    return [MXNetBackend()]

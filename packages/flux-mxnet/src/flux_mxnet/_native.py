@@ -1,0 +1,122 @@
+"""Native integration: a flux model as an MXNet `Symbol` with its `arg_params`, or as a bound
+`mx.mod.Module` ready for `fit` with MXNet's data iterators, optimisers and kvstores."""
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+
+import flux
+from flux import FluxValueError
+from flux._compile import _model_dtype, trace
+from flux._ir import Aval
+from flux._pytree import flatten_args
+
+from ._compiled import input_names, param_names
+from ._lower import lower_graph, nd_array
+
+__all__ = ["symbol", "module", "LOSSES"]
+
+
+def _graph(model, inputs):
+    """The model's graph for example inputs: shapes (tuples of ints) or arrays."""
+    dtype = _model_dtype(model) or np.dtype(np.float32)
+    arrays = [np.broadcast_to(np.zeros((), dtype), x) if _is_shape(x) else np.asarray(x)
+              for x in inputs]
+    leaves, tree = flatten_args(tuple(arrays))
+    avals = [Aval(a.shape, dtype if a.dtype.kind in "fc" or dtype is None else a.dtype)
+             for a in leaves]
+    return trace(model, avals, tree)
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple) and all(isinstance(d, (int, np.integer)) for d in x)
+
+
+def _lowered(model, inputs):
+    graph = _graph(model, inputs)
+    n_data = len(graph.inputs) - len(graph.carry_in)
+    names = input_names(n_data) + [f"state{i}" for i in range(len(graph.carry_in))]
+    return graph, lower_graph(graph, names, param_names(graph))
+
+
+def symbol(model, *inputs):
+    """``(sym, arg_params)``: `model` as one MXNet Symbol for inputs of these shapes (tuples)
+    or like these arrays.
+
+    The model's input is the Variable ``data`` (``data0``, ``data1``, ... for several inputs);
+    each Param is one Variable named by its attribute path (``layers[0].W``) and carrying its
+    shape; ``arg_params`` maps those names, and those of the constants the graph needs
+    (``const0``, index arrays ``e<i>_..._c<j>``: keep them fixed when training), to
+    `mx.nd.NDArray`s of the current values. Several outputs give a grouped Symbol. Like every
+    flux graph, the Symbol is specialised to the given shapes (batch size included);
+    ``sym.infer_shape(data=shape)`` gives what `flux.infer` gives. A stateful unrolled model's
+    carried state is the extra inputs ``state0``, ``state1``, ... and outputs after its own.
+    """
+    graph, lowered = _lowered(model, inputs)
+    if not lowered.symbols:
+        raise FluxValueError("symbol: the model's outputs are all constants; nothing to build")
+    sym = lowered.symbols[0] if len(lowered.symbols) == 1 else lowered.symbol
+    arg_params = {name: nd_array(p.value, dtype=lowered.dtypes[name])
+                  for name, p in zip(lowered.param_names, graph.param_objs)}
+    arg_params.update((name, nd_array(v)) for name, v in lowered.consts.items())
+    return sym, arg_params
+
+
+LOSSES = {
+    "mse": lambda out, label: mx.sym.LinearRegressionOutput(out, label, name="output"),
+    "softmax": lambda out, label: mx.sym.SoftmaxOutput(out, label, name="output"),
+}
+"""How `module` turns the model's output into something MXNet trains: ``"mse"`` (a regression
+on labels of the output's shape) or ``"softmax"`` (softmax + cross-entropy on class-index
+labels of shape ``(batch,)``: the model must output *logits*, so leave a final `softmax` out)."""
+
+
+def module(model, *inputs, loss="mse", label_name="label", context=None, **options):
+    """A bound `mx.mod.Module` running `model` (see `symbol`) with its current weights.
+
+    `loss` picks the output layer MXNet trains through (`LOSSES`: ``"mse"`` or ``"softmax"``),
+    or ``None`` when the model itself returns the loss (then `mx.sym.MakeLoss` is used and no
+    label is bound). The graph's constants are ``fixed_param_names``. `context` defaults to
+    ``mx.cpu()``; other keyword options go to `mx.mod.Module`. Then, with MXNet's own
+    iterators and optimisers::
+
+        mod = flux_mxnet.module(model, (32, 784), loss="softmax")
+        mod.fit(mx.io.NDArrayIter(x, y, batch_size=32), num_epoch=1, optimizer="sgd")
+        flux_mxnet.set_params(model, mod.get_params()[0])     # back into the flux model
+
+    The module is bound for the given input shapes (the batch size of its iterators).
+    """
+    graph, lowered = _lowered(model, inputs)
+    if len(lowered.symbols) != 1 or len(graph.outputs) != 1:
+        raise FluxValueError(f"module: the model must have one output (found "
+                             f"{len(graph.outputs)}); use flux_mxnet.symbol for others")
+    out = lowered.symbols[0]
+    out_shape = lowered.symbols[0].infer_shape(**lowered.shapes)[1][0]
+    if loss is None:
+        sym, label_names, label_shapes = mx.sym.MakeLoss(out, name="output"), [], None
+    elif loss in LOSSES:
+        label = mx.sym.Variable(label_name)
+        sym = LOSSES[loss](out, label)
+        label_shape = out_shape if loss == "mse" else out_shape[:1]
+        label_names, label_shapes = [label_name], [(label_name, label_shape)]
+    else:
+        raise FluxValueError(f"module: loss must be one of {sorted(LOSSES)} or None, "
+                             f"found {loss!r}")
+    data_names = list(lowered.input_names)
+    mod = mx.mod.Module(sym, data_names=data_names, label_names=label_names,
+                        context=context or mx.cpu(),
+                        fixed_param_names=list(lowered.consts), **options)
+    mod.bind(data_shapes=[(n, lowered.shapes[n]) for n in data_names],
+             label_shapes=label_shapes)
+    _, arg_params = symbol(model, *inputs)
+    mod.init_params(arg_params=arg_params, aux_params={}, allow_missing=False)
+    return mod
+
+
+def set_params(model, arg_params) -> None:
+    """Copy MXNet values (e.g. ``mod.get_params()[0]``) back into `model`'s Params, by path."""
+    paths = flux.params(model)
+    for name, value in arg_params.items():
+        p = paths.get(name)
+        if p is not None:
+            p.value = value.asnumpy().reshape(p.shape).astype(p.dtype)

@@ -1,0 +1,38 @@
+"""flux-tf: the TensorFlow backend of flux.
+
+    import flux, flux_tf
+    tfmodel = flux.tf(model)               # or flux.compile(model, "tf", jit_compile=True)
+    tfmodel(x)                             # NumPy in, NumPy out; trains with flux.train
+    y = flux_tf.tensor(model, x)           # the model built on a tf.Tensor, with tf.Variables
+    layer = flux_tf.keras_layer(model)     # a Keras layer whose weights are the model's Params
+
+flux-core finds this backend through the ``flux`` entry-point group; it never imports it.
+"""
+from __future__ import annotations
+
+from flux.hookspecs import Backend, hookimpl
+
+from ._compiled import TFCompiled, Variables, lower_graph
+from ._native import keras_layer, tensor, variables, write_back
+
+__all__ = ["TFBackend", "TFCompiled", "tensor", "keras_layer", "variables", "write_back",
+           "flux_backends"]
+
+
+class TFBackend(Backend):
+    """Runs flux graphs as `tf.function`s. Options: ``jit_compile`` (XLA, default False) and
+    ``check_numerics`` (every floating result checked for NaN/Inf, naming the equation)."""
+
+    name = "tf"
+    package = "flux-tf"
+
+    def lower(self, graph, options: dict):
+        return lower_graph(graph, Variables(), TFCompiled.check_options(options))
+
+    def compile(self, model, options: dict):
+        return TFCompiled(model, self, options)
+
+
+@hookimpl
+def flux_backends():
+    return [TFBackend()]

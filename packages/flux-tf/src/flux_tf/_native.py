@@ -1,0 +1,200 @@
+"""Dropping down to TensorFlow: a flux model built on `tf.Tensor`s, and as a Keras layer.
+
+`tensor(model, x)` builds the model's graph on `x` (eagerly or inside the caller's
+`tf.function`) reading one `tf.Variable` per Param (`variables(model)`), so a `tf.GradientTape`
+sees them. `keras_layer(model)` is a Keras layer whose trainable weights start as the model's
+Params; `write_back` copies values trained on the TF side back into the Params.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+import flux
+from flux import FluxError, FluxTypeError
+from flux._compile import trace
+from flux._ir import Aval
+from flux._pytree import flatten_args, unflatten
+
+from ._compiled import TFCompiled
+from ._lower import build
+
+__all__ = ["tensor", "variables", "keras_layer", "write_back"]
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+STATEFUL = ("flux_tf.tensor: {model} carries hidden state between calls (a stateful unrolled "
+            "model); build a stateless one (unroll(..., stateful=False)) to use it on tensors")
+UNKNOWN_SHAPE = ("flux_tf.tensor: the input's shape {shape} is not fully known; flux graphs "
+                 "have static shapes (give the batch size, or use keras_layer, which maps "
+                 "the model over an unknown batch)")
+
+
+def _compiled(model) -> TFCompiled:
+    found = _COMPILED.get(model)
+    if found is None:
+        found = _COMPILED[model] = flux.compile(model, "tf")
+    return found
+
+
+class _Built:
+    """The model's graph for one input signature, as a TF body plus its Params."""
+
+    def __init__(self, model, avals, tree, carry_source):
+        self.graph = trace(model, avals, tree, carry_source=carry_source)
+        if self.graph.carry_in or self.graph.carry_out:
+            raise FluxError(STATEFUL.format(model=type(model).__name__))
+        self.body = build(self.graph)
+
+
+def _build(owner: dict, model, xs, carry_source) -> _Built:
+    raw, tree = flatten_args(tuple(xs))
+    avals = []
+    for x in raw:
+        if not x.shape.is_fully_defined():
+            raise FluxError(UNKNOWN_SHAPE.format(shape=tuple(x.shape)))
+        avals.append(Aval(tuple(x.shape), x.dtype.as_numpy_dtype))
+    key = (tree, tuple(avals))
+    built = owner.get(key)
+    if built is None:
+        built = owner[key] = _Built(model, avals, tree, carry_source)
+    return built
+
+
+def _as_tensors(xs, dtype):
+    out = []
+    for x in xs:
+        if not isinstance(x, (tf.Tensor, tf.Variable)):
+            array = np.asarray(x)
+            if array.dtype.kind not in "biuf":
+                raise FluxTypeError(f"flux_tf.tensor: expected a tensor or numeric array, "
+                                    f"found {type(x).__name__}")
+            x = tf.constant(array)
+        if dtype is not None and x.dtype.is_floating and x.dtype != tf.as_dtype(dtype):
+            x = tf.cast(x, dtype)
+        out.append(x)
+    return out
+
+
+def tensor(model, *xs):
+    """``model(*xs)`` built with TF ops on the tensors `xs`, returning tensors (the model's
+    output structure). Works eagerly and inside `tf.function`; the Params are read through
+    `variables(model)`, which a `tf.GradientTape` watches. Param values changed in flux are
+    copied into the variables at each eager call (inside a `tf.function`, when it is traced)."""
+    compiled = _compiled(model)
+    xs = _as_tensors(xs, compiled.dtype)
+    owner = compiled.__dict__.setdefault("_tensor_graphs", {})
+    built = _build(owner, model, xs, compiled)
+    records = [compiled.variables.record(p) for p in built.graph.param_objs]
+    with tf.init_scope():                      # eagerly, even inside a tf.function's trace
+        compiled.variables.sync(records)
+    outs = built.body(list(xs), [rec[1] for rec in records])
+    return unflatten(built.graph.out_tree, outs)
+
+
+def variables(model) -> list:
+    """The `tf.Variable`s `tensor(model, ...)` reads, in `flux.params(model)` order."""
+    return _compiled(model).variables.of(list(flux.params(model).values()))
+
+
+def write_back(model_or_layer) -> None:
+    """Copy the values of the TF variables (trained by a GradientTape loop or Keras) into the
+    model's Params."""
+    if isinstance(model_or_layer, FluxLayer):
+        model_or_layer.write_back()
+        return
+    compiled = _compiled(model_or_layer)
+    compiled.variables.pull(list(flux.params(model_or_layer).values()))
+
+
+def _keras():
+    import keras
+    return keras
+
+
+def keras_layer(model, **kwargs):
+    """A Keras layer computing `model`, whose trainable weights are the model's Params
+    (initialised from their values; `layer.write_back()` or the `layer.write_back_callback()`
+    copies trained values back). A batch of unknown size (Keras' symbolic batch) runs the
+    model on single points, vectorised over the batch with `tf.vectorized_map`."""
+    return FluxLayer(model, **kwargs)
+
+
+_keras_mod = _keras()
+
+
+class FluxLayer(_keras_mod.layers.Layer):
+    """A flux model as a Keras layer (see `keras_layer`)."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.flux_model = model
+        self._flux_params = list(flux.params(model).items())
+        self._flux_weights = []
+        for name, p in self._flux_params:
+            w = self.add_weight(shape=p.shape, dtype=str(p.dtype), initializer="zeros",
+                                trainable=True, name=name.replace(".", "_"))
+            w.assign(p.value)
+            self._flux_weights.append(w)
+        self._graphs: dict = {}
+        self._dtype_in = _compiled(model).dtype
+
+    def _body(self, xs):
+        built = _build(self._graphs, self.flux_model, xs, None)
+        index = {id(p): i for i, (_, p) in enumerate(self._flux_params)}
+        extra = [p for p in built.graph.param_objs if id(p) not in index]
+        if extra:
+            raise FluxError("keras_layer: the model reaches Params that flux.params(model) "
+                            "does not list (closures); give them to the model as attributes")
+        weights = [self._flux_weights[index[id(p)]].value for p in built.graph.param_objs]
+        return built, built.body(list(xs), weights)
+
+    def call(self, inputs):
+        """`inputs`: the model's input tensor, or a list of them for a model of several."""
+        xs = _as_tensors(inputs if isinstance(inputs, (list, tuple)) else [inputs],
+                         self._dtype_in)
+        if all(x.shape.is_fully_defined() for x in xs):
+            built, outs = self._body(xs)
+            return unflatten(built.graph.out_tree, outs)
+
+        def one(point):
+            point = point if isinstance(point, tuple) else (point,)
+            built, outs = self._body(point)
+            return unflatten(built.graph.out_tree, outs)
+
+        return tf.vectorized_map(one, xs[0] if len(xs) == 1 else tuple(xs))
+
+    def compute_output_shape(self, input_shape):
+        """Shapes from flux's own inference; an unknown batch axis stays unknown."""
+        several = isinstance(input_shape, list) or (
+            isinstance(input_shape, tuple) and input_shape and
+            isinstance(input_shape[0], (tuple, list)))
+        shapes = list(input_shape) if several else [input_shape]
+        dtype = self._dtype_in or np.float32
+        unknown = any(d is None for s in shapes for d in s)
+        avals = [Aval(tuple(s[1:]) if unknown else tuple(s), dtype) for s in shapes]
+        graph = trace(self.flux_model, avals, flatten_args(tuple(range(len(shapes))))[1])
+        outs = [tuple(o.aval.shape) for o in graph.outputs]
+        if unknown:
+            outs = [(None, *s) for s in outs]
+        return unflatten(graph.out_tree, outs)
+
+    def write_back(self) -> None:
+        """Copy the layer's trained weights into the model's Params."""
+        for (_, p), w in zip(self._flux_params, self._flux_weights):
+            np.copyto(p.value, np.asarray(w.numpy(), p.dtype))
+
+    def write_back_callback(self):
+        """A Keras callback that writes the weights back after every batch of `fit`."""
+        layer = self
+
+        class WriteBack(_keras_mod.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                layer.write_back()
+
+            def on_train_end(self, logs=None):
+                layer.write_back()
+
+        return WriteBack()

@@ -1,0 +1,78 @@
+"""flux's optimisers (SGD, Momentum, ADAM) as TF variable updates: the same formulas and
+hyper-parameters as `flux._optimisers`, in the parameters' dtype, with the state in TF variables.
+
+The hyper-parameters are read from the optimiser object before every step (into one small
+variable, so changing ``opt.lr`` between steps takes effect without retracing)."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+import flux
+
+__all__ = ["OptimiserState"]
+
+
+class OptimiserState:
+    """The TF-side state of one optimiser object: its hyper-parameters and, per Param, its
+    slots (velocity; Adam's m, v and step count), shared by every signature it trains."""
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.last = self.hyper_values()
+        self.hyper = tf.Variable(self.last, trainable=False)
+        self._slots: dict[int, tuple] = {}
+
+    def hyper_values(self) -> np.ndarray:
+        opt = self.opt
+        if isinstance(opt, flux.SGD):
+            values = [opt.lr]
+        elif isinstance(opt, flux.Momentum):
+            values = [opt.lr, opt.rho]
+        else:
+            values = [opt.lr, opt.beta1, opt.beta2, opt.eps]
+        return np.array(values, np.float64)
+
+    def refresh(self) -> None:
+        """Copy the optimiser's current hyper-parameters in, if they changed."""
+        values = self.hyper_values()
+        if not np.array_equal(values, self.last):
+            self.last = values
+            self.hyper.assign(values)
+
+    def slots(self, p, variable) -> tuple:
+        found = self._slots.get(id(p))
+        if found is None or found[0] is not p or found[1] is not variable:
+            zeros = lambda: tf.Variable(tf.zeros_like(variable), trainable=False)  # noqa: E731
+            if isinstance(self.opt, flux.Momentum):
+                extra = (zeros(),)
+            elif isinstance(self.opt, flux.ADAM):
+                extra = (zeros(), zeros(), tf.Variable(0, dtype=tf.int64, trainable=False))
+            else:
+                extra = ()
+            found = self._slots[id(p)] = (p, variable, *extra)
+        return found
+
+    def update(self, slots, grads):
+        """The assignments of one step (called inside the training `tf.function`)."""
+        opt, h = self.opt, self.hyper
+        ops = []
+        for (_, p, *state), g in zip(slots, grads):
+            dt = p.dtype
+            if isinstance(opt, flux.SGD):                    # p ← p − η g
+                ops.append(p.assign_sub(g * tf.cast(h[0], dt)))
+            elif isinstance(opt, flux.Momentum):             # v ← ρ v + η g, p ← p − v
+                (v,) = state
+                new = tf.cast(h[1], dt) * v + g * tf.cast(h[0], dt)
+                ops += [v.assign(new), p.assign_sub(new)]
+            else:                                            # Adam, bias-corrected
+                m, v, t = state
+                lr, b1, b2, eps = h[0], h[1], h[2], h[3]
+                step_t = tf.cast(t.assign_add(1), tf.float64)
+                m_new = tf.cast(b1, dt) * m + tf.cast(1 - b1, dt) * g
+                v_new = tf.cast(b2, dt) * v + tf.cast(1 - b2, dt) * tf.square(g)
+                m_hat = m_new / tf.cast(1 - b1 ** step_t, dt)
+                v_hat = v_new / tf.cast(1 - b2 ** step_t, dt)
+                step = tf.cast(lr, dt) * m_hat / (tf.sqrt(v_hat) + tf.cast(eps, dt))
+                ops += [m.assign(m_new), v.assign(v_new), p.assign_sub(step)]
+        return tf.group(*ops)
