@@ -66,11 +66,12 @@ ENVS = [
         packages=("packages/flux-core", "examples/third_party_backend"),
         suites={"conformance": ("examples/third_party_backend/tests",)}),
     Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
-        packages=("packages/flux-core", "packages/flux-tf"), suites={"tests": ("tests/tf",)}),
+        packages=("packages/flux-core", "packages/flux-tf"),
+        suites={"tests": ("tests/tf", "tests/test_properties.py")}),
     # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
     Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", *TEST_TOOLS),
         packages=("packages/flux-core", "packages/flux-mxnet"),
-        suites={"mxnet": ("tests/mxnet",)}),
+        suites={"mxnet": ("tests/mxnet", "tests/test_properties.py")}),
 ]
 
 
