@@ -119,8 +119,10 @@ def test_gradients_match_finite_differences(case, seed):
 BAD = st.one_of(
     st.tuples(st.integers(1, 3), st.integers(6, 9)).map(lambda s: np.ones(s, np.float32)),
     st.just("not numbers"), st.just([["a", "b"]]), st.just({"x": 1}), st.just(None),
-    st.just(np.ones((1,) * 33 + (4,), np.float32)),
     st.just(np.array([object()])),
+    # a rank NumPy 2 can hold but a matmul's broadcasting cannot (NumPy 1 stops at 32 axes)
+    *([st.builds(lambda: np.ones((1,) * 33 + (4,), np.float32))]
+      if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else []),
 )
 
 
