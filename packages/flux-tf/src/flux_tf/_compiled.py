@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import flux
 from flux import Compiled
-from flux._compile import unwrap
+from flux._compile import _Objective, trace, unwrap
 from flux._source import user_facing
 
 from ._lower import backend_error, build
@@ -49,8 +49,8 @@ class Variables:
     def sync(self, records) -> None:
         """Copy into its variable every Param whose value differs from its snapshot."""
         for rec in records:
-            value = rec[0]._value
-            if not np.array_equal(value, rec[2]):
+            value, snapshot = rec[0]._value, rec[2]
+            if value.shape != snapshot.shape or not (value == snapshot).all():
                 rec[2] = np.array(value)
                 rec[1].assign(rec[2])
 
@@ -148,33 +148,53 @@ class TFCompiled(Compiled):
 class _TrainFunction:
     """One training step of one signature for one optimiser, as one `tf.function`.
 
-    The graph is flux's training graph (``loss(model(x), y)`` and its vjp, lowered like any
-    other); the optimiser's update of the variables runs in the same function under
-    ``tf.cond(isfinite(loss))``, and the function returns the loss, the carried state and the
-    new parameter values (written back into the Params)."""
+    The function runs the forward graph ``loss(model(x), y)`` (flux's objective graph, lowered
+    like any other) under a `tf.GradientTape` watching the Params' variables, takes the
+    gradients with TF's own autodiff, and applies the optimiser's update of the variables under
+    ``tf.cond(isfinite(loss))``. It returns the loss, the carried state (no gradient flows
+    through it) and the new parameter values (written back into the Params)."""
 
     def __init__(self, compiled: TFCompiled, step, state: OptimiserState):
         self.step, self.compiled = step, compiled
         graph = step.graph
-        body = build(graph, bool(compiled.options.get("check_numerics", False)))
-        self.records = [compiled.variables.record(p) for p in step.params]
+        forward = trace(_Objective(compiled.model, step.loss),
+                        [v.aval for v in graph.inputs[:len(graph.inputs) - len(graph.carry_in)]],
+                        graph.in_tree, root=compiled.model, carry_source=compiled)
+        self.graph = forward
+        body = build(forward, bool(compiled.options.get("check_numerics", False)))
+        self.records = [compiled.variables.record(p) for p in forward.param_objs]
         variables = [rec[1] for rec in self.records]
         self.state = state
         slots = [state.slots(rec[0], rec[1]) for rec in self.records]
-        n_carry = len(graph.carry_out)
+        n_carry = len(forward.carry_out)
         self.n_carry = n_carry
         update = state.update
+        floating = [v.dtype.is_floating for v in variables]
+        watched = [v for v, f in zip(variables, floating) if f]
+        # all the new values as one flat tensor (one copy out of TF) when they share a dtype
+        self.flat = bool(variables) and len({v.dtype for v in variables}) == 1
+        self.shapes = [tuple(v.shape) for v in variables]
+        self.bounds = np.cumsum([0] + [int(np.prod(s, dtype=np.int64)) for s in self.shapes])
 
         def train(*xs):
-            outs = body(xs, variables)
-            value, carried, grads = outs[0], outs[1:1 + n_carry], outs[1 + n_carry:]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(watched)
+                outs = body(xs, variables)
+            value, carried = outs[0], outs[1:1 + n_carry]
+            found = iter(tape.gradient(value, watched,
+                                       unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            grads = [tf.convert_to_tensor(next(found)) if f else tf.zeros_like(v)
+                     for v, f in zip(variables, floating)]
             tf.cond(tf.math.is_finite(value), lambda: _then(update(slots, grads)), _nothing)
+            if self.flat:
+                return [value, *carried, tf.concat([tf.reshape(v.read_value(), [-1])
+                                                    for v in variables], 0)]
             return [value, *carried, *(v.read_value() for v in variables)]
 
-        self.fn = compiled._tf_function(train, graph)
+        self.fn = compiled._tf_function(train, forward)
 
     def __call__(self, leaves) -> float:
-        compiled, graph = self.compiled, self.step.graph
+        compiled, graph = self.compiled, self.graph
         compiled.variables.sync(self.records)
         self.state.refresh()
         try:
@@ -183,7 +203,11 @@ class _TrainFunction:
             raise backend_error(error, graph) from error
         outs = _numpy(outs)
         compiled._keep_carried(graph, outs, 1)
-        compiled.variables.write_back(self.records, outs[1 + self.n_carry:])
+        new = outs[1 + self.n_carry:]
+        if self.flat:
+            flat, b = new[0], self.bounds
+            new = [flat[b[i]:b[i + 1]].reshape(shape) for i, shape in enumerate(self.shapes)]
+        compiled.variables.write_back(self.records, new)
         return float(outs[0])
 
 
