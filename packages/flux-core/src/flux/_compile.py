@@ -260,8 +260,8 @@ class Compiled:
         step = self._entries.get(key)
         if step is None:
             step = self._entries[key] = _TrainStep(self, loss, leaves, tree)
-            self._learn_owners(step.graph)
-            stateless = not (step.graph.carry_in or step.graph.carry_out)
+            self._learn_owners(step.objective)
+            stateless = not (step.objective.carry_in or step.objective.carry_out)
             if tree == _TWO_ARGS and stateless and self._dtype is not None and all(
                     a.dtype == self._dtype for a in leaves):
                 self._fast[(loss, leaves[0].shape, leaves[1].shape)] = step
@@ -281,7 +281,9 @@ _TWO_ARGS = flatten_args((np.zeros(()), np.zeros(())))[1]
 
 
 class _TrainStep:
-    """The graph ``loss(model(x), y)`` differentiated with respect to every param, lowered."""
+    """The graph ``loss(model(x), y)`` (`objective`), and, built on first use, the same
+    differentiated with respect to every param (`graph`) and lowered (`run`); a backend that
+    differentiates the objective itself never pays for those two."""
 
     def __init__(self, compiled: Compiled, loss, leaves, tree):
         model = compiled.model
@@ -292,10 +294,19 @@ class _TrainStep:
             shapes = [o.aval.shape for o in graph.outputs[:n_out]]
             raise ShapeError(f"the loss must return one number (a 0-d value); "
                              f"{getattr(loss, '__name__', loss)} returned shapes {shapes}")
-        self.graph = vjp(graph, wrt_inputs=[False] * len(leaves), seed=1.0)
+        self.objective = graph
         self.params = graph.param_objs
-        self.run = compiled.lower(self.graph)
         self.loss = loss
+        self._compiled = compiled
+
+    def __getattr__(self, name):
+        """`graph` and `run` are made the first time they are asked for."""
+        if name not in ("graph", "run"):
+            raise AttributeError(name)
+        n_inputs = len(self.objective.inputs) - len(self.objective.carry_in)
+        self.graph = vjp(self.objective, wrt_inputs=[False] * n_inputs, seed=1.0)
+        self.run = self._compiled.lower(self.graph)
+        return getattr(self, name)
 
 
 class _Objective:

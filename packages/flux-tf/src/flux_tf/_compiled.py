@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import flux
 from flux import Compiled
-from flux._compile import _Objective, trace, unwrap
+from flux._compile import unwrap
 from flux._source import user_facing
 
 from ._lower import backend_error, build
@@ -156,10 +156,7 @@ class _TrainFunction:
 
     def __init__(self, compiled: TFCompiled, step, state: OptimiserState):
         self.step, self.compiled = step, compiled
-        graph = step.graph
-        forward = trace(_Objective(compiled.model, step.loss),
-                        [v.aval for v in graph.inputs[:len(graph.inputs) - len(graph.carry_in)]],
-                        graph.in_tree, root=compiled.model, carry_source=compiled)
+        forward = step.objective     # core's traced loss(model(x), y), not differentiated
         self.graph = forward
         body = build(forward, bool(compiled.options.get("check_numerics", False)))
         self.records = [compiled.variables.record(p) for p in forward.param_objs]
