@@ -1,6 +1,9 @@
 """The plugin manager: `backends`, `compile`, the shorthands, and third-party plugins found
 through the ``flux`` entry-point group (fake installed distributions built in a tmp dir from
-the modules in ``plugin_fixtures/``)."""
+the modules in ``plugin_fixtures/``).
+
+The same plugins built with setuptools and installed by pip into a real, separate virtual
+environment are tested in test_plugin_isolation.py."""
 import importlib
 import os
 import shutil
