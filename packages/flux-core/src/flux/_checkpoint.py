@@ -33,7 +33,7 @@ class Progress:
 
 def write(path, model, opt, progress: Progress) -> None:
     ps = params(model)
-    arrays = {f"param/{name}": p.value for name, p in ps.items()}
+    arrays = {f"param/{name}": p.peek() for name, p in ps.items()}
     by_id = {id(p): name for name, p in ps.items()}
     for key, value in opt.state_arrays(by_id).items():
         arrays[f"opt/{key}"] = np.asarray(value)

@@ -147,13 +147,25 @@ class Compiled:
         key = (tree, tuple((x.shape, x.dtype) for x in leaves), self._carry_key())
         entry = self._entries.get(key)
         if entry is None:
-            graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
-                          carry_source=self)
+            try:
+                graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
+                              carry_source=self)
+            except TraceError as error:
+                self._name_backend(error)
+                raise
             self._learn_owners(graph)
             entry = self._entries[key] = _Entry(graph, self.lower(graph))
             if len(leaves) == 1 and tree == _ONE_ARG and not (graph.carry_in or graph.carry_out):
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
+
+    def _name_backend(self, error: TraceError) -> None:
+        """Name the backend being compiled for in the first line of `error`."""
+        if self.backend.name != "numpy" and "backend" not in error.message.split("\n")[0]:
+            first, _, rest = error.message.partition("\n")
+            error.message = f"{first} (compiling for the {self.backend.name} backend)" + (
+                f"\n{rest}" if rest else "")
+            error.args = (error.message,)
 
     # -- carried hidden state -------------------------------------------------------------------
 
@@ -259,7 +271,11 @@ class Compiled:
         key = (loss, tree, tuple((a.shape, a.dtype) for a in leaves), self._carry_key())
         step = self._entries.get(key)
         if step is None:
-            step = self._entries[key] = _TrainStep(self, loss, leaves, tree)
+            try:
+                step = self._entries[key] = _TrainStep(self, loss, leaves, tree)
+            except TraceError as error:
+                self._name_backend(error)
+                raise
             self._learn_owners(step.objective)
             stateless = not (step.objective.carry_in or step.objective.carry_out)
             if tree == _TWO_ARGS and stateless and self._dtype is not None and all(

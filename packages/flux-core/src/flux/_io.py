@@ -48,7 +48,7 @@ def save(model, path) -> None:
     meta = {"format": "flux-params", "version": FORMAT_VERSION,
             "params": {name: {"dtype": p.dtype.str, "shape": list(p.shape)}
                        for name, p in ps.items()}}
-    arrays = {name: p.value for name, p in ps.items()}
+    arrays = {name: p.peek() for name, p in ps.items()}
     arrays[META] = np.array(json.dumps(meta))
     write_atomically(path, arrays)
 

@@ -243,7 +243,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
     for i, (var, p) in enumerate(zip(graph.params, graph.param_objs)):
         env[f"_P{i}"] = p
         names[id(var)] = f"p{i}"
-        body.append(f"p{i} = _P{i}.value")
+        body.append(f"p{i} = _P{i}._value")
     for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
         env[f"c{i}"] = value
         names[id(var)] = f"c{i}"

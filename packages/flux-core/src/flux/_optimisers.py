@@ -40,6 +40,7 @@ class Optimiser:
         for p, step in zip(params, steps):
             value = p._value
             np.subtract(value, step, out=value, casting="unsafe")
+            p._changed()
         commit()
 
 
@@ -68,6 +69,7 @@ class SGD(Optimiser):
             else:
                 g = np.multiply(g, lr, dtype=value.dtype)
             np.subtract(value, g, out=value)
+            p._changed()
 
     def settings(self) -> list:
         return [self.lr]

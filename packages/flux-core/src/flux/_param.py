@@ -46,6 +46,17 @@ class Param:
     >>> p = Param(np.ones((2, 3)))
     >>> p.shape, p.dtype, float(p.grad.sum())
     ((2, 3), dtype('float32'), 0.0)
+
+    Backends that keep parameters on their side (TensorFlow variables, MXNet arrays) use three
+    more members: `version` changes whenever the value may have changed (so an unchanged
+    Param need not be copied again), `peek()` reads the array without lending it out, and
+    `defer(source)` records that the newest value now lives in the backend; it is fetched
+    (``source.fetch(p)``) the next time anyone reads the Param. So after training on a backend
+    the model's Params hold the new values as soon as they are looked at, and a training loop
+    that does not look pays no copy per step.
+
+    >>> p.version == p.version, p.peek() is p.value, p.version > 0
+    (True, True, True)
     """
 
     __flux_param__ = True
@@ -53,33 +64,77 @@ class Param:
     __hash__ = object.__hash__
 
     def __init__(self, value, dtype=None):
-        self._value = _as_param_array(value, dtype)
+        self._array = _as_param_array(value, dtype)
         self._grad = None
+        self._version = 0
+        self._source = None
+
+    # -- the value, and who holds its newest copy ----------------------------------------------
+
+    @property
+    def _value(self) -> np.ndarray:
+        """The current array (fetched first if a backend holds a newer one). flux's own code
+        reads through this; code that writes into it calls `_changed()` afterwards."""
+        if self._source is not None:
+            self._fetch()
+        return self._array
+
+    def _fetch(self) -> None:
+        source, self._source = self._source, None
+        new = np.asarray(source.fetch(self))
+        if new.shape != self._array.shape:
+            new = new.reshape(self._array.shape)
+        np.copyto(self._array, new, casting="unsafe")
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever the value may have changed: assigned, written by an
+        optimiser or a loader, handed out by `value` (it may be written in place), deferred."""
+        return self._version
+
+    def peek(self) -> np.ndarray:
+        """The current array, for reading only (unlike `value`, this does not count as handing
+        it out, so `version` stays the same). Writing into it is not seen by backends."""
+        return self._value
+
+    def defer(self, source) -> int:
+        """The newest value now lives in `source` (a backend's copy): the next read of this
+        Param calls ``source.fetch(self)`` (an array of the Param's shape) and keeps the
+        result. Returns the new `version`, which the backend records as its own."""
+        self._source = source
+        self._version += 1
+        return self._version
 
     @property
     def value(self) -> np.ndarray:
-        return self._value
+        array = self._value
+        self._version += 1          # handed out: the caller may write into it in place
+        return array
 
     @value.setter
     def value(self, new) -> None:
         new = np.asarray(new)
-        if new.shape != self._value.shape:
+        dtype = self._array.dtype
+        if new.shape != self._array.shape:
             epoch.bump()
             self._grad = None
-            self._value = _as_param_array(new, self._value.dtype)
-        else:
-            self._value = _as_param_array(new, self._value.dtype)
+        self._source = None
+        self._array = _as_param_array(new, dtype)
+        self._version += 1
 
     @property
     def grad(self) -> np.ndarray:
         if self._grad is None:
-            self._grad = np.zeros_like(self._value)
+            self._grad = np.zeros_like(self._array)
         return self._grad
 
     @grad.setter
     def grad(self, new) -> None:
-        new = np.array(new, dtype=self._value.dtype)   # a copy: optimisers may consume it
-        if new.shape != self._value.shape:
+        new = np.array(new, dtype=self._array.dtype)   # a copy: optimisers may consume it
+        if new.shape != self._array.shape:
             raise ShapeError(f"a gradient for a Param of shape {self.shape} must have that "
                             f"shape, found {new.shape}")
         self._grad = new
@@ -87,18 +142,18 @@ class Param:
     def zero_grad(self) -> None:
         self._grad = None
 
-    shape = property(lambda self: self._value.shape)
-    dtype = property(lambda self: self._value.dtype)
-    ndim = property(lambda self: self._value.ndim)
-    size = property(lambda self: self._value.size)
+    shape = property(lambda self: self._array.shape)
+    dtype = property(lambda self: self._array.dtype)
+    ndim = property(lambda self: self._array.ndim)
+    size = property(lambda self: self._array.size)
 
     def __len__(self) -> int:
-        return len(self._value)
+        return len(self._array)
 
     def __array__(self, dtype=None, copy=None):
-        if dtype is not None and np.dtype(dtype) != self._value.dtype:
+        if dtype is not None and np.dtype(dtype) != self._array.dtype:
             return self._value.astype(dtype)
-        return self._value
+        return self.value
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         inputs = tuple(lift(x) for x in inputs)
@@ -108,7 +163,7 @@ class Param:
         return func(*(_lift_nested(x) for x in args), **kwargs)
 
     def __repr__(self) -> str:
-        return f"Param({self._value.dtype} {self._value.shape})"
+        return f"Param({self._array.dtype} {self._array.shape})"
 
 
 def _lift_nested(value):

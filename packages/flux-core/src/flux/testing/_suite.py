@@ -35,7 +35,7 @@ _FLOAT32 = np.dtype(np.float32)
 
 def _values(params: dict) -> dict:
     """Copies of the Params' current values, by name."""
-    return {name: np.array(p.value) for name, p in params.items()}
+    return {name: np.array(p.peek()) for name, p in params.items()}
 
 
 def _copy(value):
