@@ -211,3 +211,79 @@ def test_bad_inputs_are_flux_errors():
         t(object())
     with pytest.raises(flux.ShapeError):
         t(np.ones((2, 2, 5), np.float32))
+
+
+def test_a_numpy_function_the_backend_cannot_take_names_it_the_backend_and_the_line():
+    @net
+    class Decomposed:
+        def __init__(self):
+            self.W = flux.param(np.eye(3))
+
+        def __call__(self, x):
+            return np.linalg.svd(x @ self.W)[0]
+
+    with pytest.raises(flux.TraceError) as info:
+        flux.tf(Decomposed())(rand(3, 3))
+    message = str(info.value)
+    assert "np.linalg.svd" in message and "tf backend" in message
+    assert f"{__file__}:" in message
+
+
+def counting_fetches(monkeypatch):
+    calls = []
+    fetch = flux_tf.Variables.fetch
+
+    def counted(self, p):
+        calls.append(p)
+        return fetch(self, p)
+    monkeypatch.setattr(flux_tf.Variables, "fetch", counted)
+    return calls
+
+
+def test_training_copies_nothing_back_until_a_param_is_read(monkeypatch):
+    fetches = counting_fetches(monkeypatch)
+    m = Chain(Affine(4, 8), flux.relu, Affine(8, 2))
+    ref = Chain(Affine(4, 8), flux.relu, Affine(8, 2))
+    kept = []
+    for p, q in zip(flux.params(m).values(), flux.params(ref).values()):
+        q.value = np.array(p.value)
+        kept.append(p.value)             # arrays handed out before training
+    data = [(rand(6, 4), rand(6, 2))] * 5
+    flux.train(flux.tf(m), data, opt=flux.SGD(0.1))
+    assert fetches == []
+    flux.train(ref, data, opt=flux.SGD(0.1))
+    for p, q, array in zip(flux.params(m).values(), flux.params(ref).values(), kept):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
+        assert p.value is array          # refreshed in place when read
+    assert len(fetches) == 4
+
+
+def test_two_compiled_copies_see_each_others_training():
+    m = Affine(3, 2)
+    a, b = flux.tf(m), flux.compile(m, "tf")
+    x, y = rand(4, 3), rand(4, 2)
+    b(x)                                 # b's variables hold the initial values
+    flux.train(a, [(x, y)] * 3, opt=flux.SGD(0.1))
+    np.testing.assert_allclose(b(x), a(x), rtol=1e-6)
+    flux.train(b, [(x, y)] * 3, opt=flux.SGD(0.1))
+    np.testing.assert_allclose(a(x), b(x), rtol=1e-6)
+    np.testing.assert_allclose(m(x), b(x), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_updates_after_tf_training_start_from_the_trained_values(tmp_path):
+    m = Affine(3, 2)
+    t = flux.tf(m)
+    x, y = rand(4, 3), rand(4, 2)
+    flux.train(t, [(x, y)] * 3, opt=flux.SGD(0.1))
+    trained = t(x)
+    flux.save(m, tmp_path / "m.npz")     # saves the trained values
+    flux.back(m, np.ones((4, 2), np.float32), x)
+    grad = m.W.grad.copy()
+    W = np.array(t.variables.fetch(m.W))
+    flux.update(m, flux.SGD(0.5))
+    np.testing.assert_allclose(m.W.value, W - 0.5 * grad, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(t(x), trained)          # tf sees the NumPy update
+    np.testing.assert_allclose(t(x), m(x), rtol=1e-5, atol=1e-6)
+    fresh = Affine(3, 2)
+    flux.load(fresh, tmp_path / "m.npz")
+    np.testing.assert_allclose(fresh(x), trained, rtol=1e-5, atol=1e-6)

@@ -1,16 +1,19 @@
 """`TFCompiled`: a flux model compiled for TensorFlow, with its Params kept in `tf.Variable`s.
 
 Each Param gets one `tf.Variable` (a Param used twice is one variable), created on first use and
-owned by the compiled model (`Variables`). Before every call, Params whose values changed since
-they were last copied in (assigned, written in place, or updated through NumPy by
-`flux.update`) are copied into their variables again; the check compares against a snapshot.
-Forward graphs and `flux.back`'s vjp graphs are lowered to one `tf.function` per signature.
-`flux.train` runs a whole step (forward, gradients, optimiser update, skipped when the loss is
-not finite) in one `tf.function` per signature and optimiser (`_TrainFunction`), then writes
-the new values back into the Params in place.
+owned by the compiled model (`Variables`). Before every call, Params whose `version` moved since
+they were last copied in (assigned, written in place, updated through NumPy by `flux.update`,
+trained by another compiled copy) are copied into their variables again; the others cost one
+integer comparison. Forward graphs and `flux.back`'s vjp graphs are lowered to one traced
+`tf.function` per signature and called as its concrete function (no argument matching or
+retracing checks per call). `flux.train` runs a whole step (forward, gradients, optimiser update,
+skipped when the loss is not finite) in one concrete function per signature and optimiser
+(`_TrainFunction`); the new values stay in the variables and each Param is told so
+(`Param.defer`): it fetches its value from its variable the next time it is read.
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -19,6 +22,7 @@ import tensorflow as tf
 import flux
 from flux import Compiled
 from flux._compile import unwrap
+from flux._param import epoch
 from flux._source import user_facing
 
 from ._lower import backend_error, build
@@ -30,60 +34,71 @@ OPTIONS = ("jit_compile", "check_numerics")
 
 
 class Variables:
-    """One `tf.Variable` per Param, and the snapshot of the value last copied into it."""
+    """One `tf.Variable` per Param, with the Param `version` it holds.
+
+    A record is ``[Param, Variable, version]``. `sync` copies a Param in when its version
+    differs from the record's; `hold` records that the variables are newer than the Params
+    (after a training step or a Keras `fit`), which the Params fetch from them (`fetch`) when
+    next read."""
 
     def __init__(self):
-        self._records: dict[int, list] = {}     # id(Param) -> [Param, Variable, snapshot]
+        self._records: dict[int, list] = {}
 
     def record(self, p) -> list:
         rec = self._records.get(id(p))
         if rec is None or rec[0] is not p or tuple(rec[1].shape) != p.shape:
-            value = np.array(p.value)
-            rec = [p, tf.Variable(value, trainable=True), value]
+            version = p.version
+            rec = [p, tf.Variable(p.peek(), trainable=True), version]
             self._records[id(p)] = rec
         return rec
 
     def of(self, params) -> list:
         return [self.record(p)[1] for p in params]
 
-    def sync(self, records) -> None:
-        """Copy into its variable every Param whose value differs from its snapshot."""
+    @staticmethod
+    def sync(records) -> None:
+        """Copy into its variable every Param changed since the variable last took it."""
         for rec in records:
-            value, snapshot = rec[0]._value, rec[2]
-            if value.shape != snapshot.shape or not (value == snapshot).all():
-                rec[2] = np.array(value)
-                rec[1].assign(rec[2])
+            p = rec[0]
+            if p._version != rec[2]:
+                rec[1].assign(p.peek())       # fetched first if another copy holds it
+                rec[2] = p._version
 
-    def write_back(self, records, values) -> None:
-        """New values computed in TF (already in the variables) into the Params, in place."""
-        for rec, value in zip(records, values):
-            np.copyto(rec[0]._value, value)
-            rec[2] = value
+    def hold(self, records) -> None:
+        """The variables of `records` now hold the newest values of their Params."""
+        for rec in records:
+            rec[2] = rec[0].defer(self)
+
+    def fetch(self, p) -> np.ndarray:
+        """The value of `p`'s variable (called by `p` when it is read after `hold`)."""
+        return self._records[id(p)][1].numpy()
 
     def pull(self, params) -> None:
-        """Variables changed outside flux (Keras, a GradientTape loop) into their Params."""
-        for p in params:
-            rec = self._records.get(id(p))
-            if rec is not None and rec[0] is p:
-                value = rec[1].numpy()
-                np.copyto(p._value, value)
-                rec[2] = value
+        """Variables changed outside flux (Keras, a GradientTape loop) hold the newest
+        values of their Params."""
+        found = [(p, self._records.get(id(p))) for p in params]
+        self.hold([rec for p, rec in found if rec is not None and rec[0] is p])
 
 
-def tf_function(fn, graph, options):
-    """`fn` as a `tf.function` with the graph's input signature (fixed shapes: one trace)."""
+def concrete_function(fn, graph, options):
+    """`fn` traced once for the graph's input signature (fixed shapes), as the concrete
+    function to call (it skips `tf.function`'s per-call argument matching)."""
     spec = [tf.TensorSpec(v.aval.shape, tf.as_dtype(v.aval.dtype)) for v in graph.inputs]
-    return tf.function(fn, input_signature=spec,
-                       jit_compile=bool(options.get("jit_compile", False)))
+    traced = tf.function(fn, input_signature=spec,
+                         jit_compile=bool(options.get("jit_compile", False)))
+    try:
+        return traced.get_concrete_function()
+    except Exception as error:
+        raise backend_error(error, graph) from error
 
 
 def lower_graph(graph, variables: Variables, options: dict):
-    """`graph` as one `tf.function` reading the Params' variables in `variables`; the result
-    takes and returns NumPy arrays, copying changed Params into their variables first."""
+    """`graph` as one concrete TF function reading the Params' variables in `variables`; the
+    result takes and returns NumPy arrays, copying changed Params into their variables first."""
     body = build(graph, bool(options.get("check_numerics", False)))
     records = [variables.record(p) for p in graph.param_objs]
     params = [rec[1] for rec in records]
-    fn = tf_function(lambda *xs: body(xs, params), graph, options)
+    fn = concrete_function(lambda *xs: body(xs, params), graph, options)
     sync = variables.sync
 
     def run(*xs):
@@ -123,14 +138,21 @@ class TFCompiled(Compiled):
         """`graph` as one `tf.function` reading this model's variables; NumPy in and out."""
         return lower_graph(graph, self.variables, self.options)
 
-    def _tf_function(self, fn, graph):
-        return tf_function(fn, graph, self.options)
+    def _concrete_function(self, fn, graph):
+        return concrete_function(fn, graph, self.options)
 
     def train_step(self, loss, opt, x, y) -> float:
-        """Forward, gradients and the update of `opt` in one `tf.function` (see the module)."""
-        if not isinstance(opt, (flux.SGD, flux.Momentum, flux.ADAM)):
+        """Forward, gradients and the update of `opt` in one TF function (see the module)."""
+        if type(opt) not in _NATIVE:
             return super().train_step(loss, opt, x, y)
         try:
+            if self._epoch != epoch.value:
+                self._refresh()
+            if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == \
+                    self._dtype:
+                trainer = self._fast.get((_TRAIN, opt, loss, x.shape, y.shape))
+                if trainer is not None and trainer.state.opt is opt:
+                    return trainer((x, y))
             (x, y), _ = unwrap((x, y))
             step, leaves = self._step(loss, x, y)
             found = self._trainers.get(opt)
@@ -140,19 +162,25 @@ class TFCompiled(Compiled):
             trainer = per_step.get(id(step))
             if trainer is None or trainer.step is not step:
                 trainer = per_step[id(step)] = _TrainFunction(self, step, state)
+            if self._fast.get((loss, leaves[0].shape, leaves[1].shape)) is step:
+                self._fast[(_TRAIN, opt, loss, leaves[0].shape, leaves[1].shape)] = trainer
             return trainer(leaves)
         except Exception as error:
             raise user_facing(error) from error.__cause__
 
 
+_NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)
+_TRAIN = object()     # marks training-step entries in `Compiled._fast`
+
+
 class _TrainFunction:
-    """One training step of one signature for one optimiser, as one `tf.function`.
+    """One training step of one signature for one optimiser, as one concrete TF function.
 
     The function runs the forward graph ``loss(model(x), y)`` (flux's objective graph, lowered
     like any other) under a `tf.GradientTape` watching the Params' variables, takes the
     gradients with TF's own autodiff, and applies the optimiser's update of the variables under
-    ``tf.cond(isfinite(loss))``. It returns the loss, the carried state (no gradient flows
-    through it) and the new parameter values (written back into the Params)."""
+    ``tf.cond(isfinite(loss))``. It returns the loss and the carried state (no gradient flows
+    through it); the new parameter values stay in the variables (`Variables.hold`)."""
 
     def __init__(self, compiled: TFCompiled, step, state: OptimiserState):
         self.step, self.compiled = step, compiled
@@ -168,10 +196,6 @@ class _TrainFunction:
         update = state.update
         floating = [v.dtype.is_floating for v in variables]
         watched = [v for v, f in zip(variables, floating) if f]
-        # all the new values as one flat tensor (one copy out of TF) when they share a dtype
-        self.flat = bool(variables) and len({v.dtype for v in variables}) == 1
-        self.shapes = [tuple(v.shape) for v in variables]
-        self.bounds = np.cumsum([0] + [int(np.prod(s, dtype=np.int64)) for s in self.shapes])
 
         def train(*xs):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -183,29 +207,25 @@ class _TrainFunction:
             grads = [tf.convert_to_tensor(next(found)) if f else tf.zeros_like(v)
                      for v, f in zip(variables, floating)]
             tf.cond(tf.math.is_finite(value), lambda: _then(update(slots, grads)), _nothing)
-            if self.flat:
-                return [value, *carried, tf.concat([tf.reshape(v.read_value(), [-1])
-                                                    for v in variables], 0)]
-            return [value, *carried, *(v.read_value() for v in variables)]
+            return [value, *carried]
 
-        self.fn = compiled._tf_function(train, forward)
+        self.fn = compiled._concrete_function(train, forward)
 
     def __call__(self, leaves) -> float:
-        compiled, graph = self.compiled, self.graph
-        compiled.variables.sync(self.records)
+        compiled, graph, records = self.compiled, self.graph, self.records
+        variables = compiled.variables
+        variables.sync(records)
         self.state.refresh()
         try:
             outs = self.fn(*leaves, *compiled._carried(graph))
         except tf.errors.OpError as error:
             raise backend_error(error, graph) from error
-        outs = _numpy(outs)
-        compiled._keep_carried(graph, outs, 1)
-        new = outs[1 + self.n_carry:]
-        if self.flat:
-            flat, b = new[0], self.bounds
-            new = [flat[b[i]:b[i + 1]].reshape(shape) for i, shape in enumerate(self.shapes)]
-        compiled.variables.write_back(self.records, new)
-        return float(outs[0])
+        value = float(outs[0])
+        if self.n_carry:
+            compiled._keep_carried(graph, _numpy(outs), 1)
+        if math.isfinite(value):            # the update was applied
+            variables.hold(records)
+        return value
 
 
 def _then(op):

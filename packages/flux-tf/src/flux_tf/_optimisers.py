@@ -20,25 +20,23 @@ class OptimiserState:
     def __init__(self, opt):
         self.opt = opt
         self.last = self.hyper_values()
-        self.hyper = tf.Variable(self.last, trainable=False)
+        self.hyper = tf.Variable(np.array(self.last, np.float64), trainable=False)
         self._slots: dict[int, tuple] = {}
 
-    def hyper_values(self) -> np.ndarray:
+    def hyper_values(self) -> tuple:
         opt = self.opt
         if isinstance(opt, flux.SGD):
-            values = [opt.lr]
-        elif isinstance(opt, flux.Momentum):
-            values = [opt.lr, opt.rho]
-        else:
-            values = [opt.lr, opt.beta1, opt.beta2, opt.eps]
-        return np.array(values, np.float64)
+            return (opt.lr,)
+        if isinstance(opt, flux.Momentum):
+            return (opt.lr, opt.rho)
+        return (opt.lr, opt.beta1, opt.beta2, opt.eps)
 
     def refresh(self) -> None:
         """Copy the optimiser's current hyper-parameters in, if they changed."""
         values = self.hyper_values()
-        if not np.array_equal(values, self.last):
+        if values != self.last:
             self.last = values
-            self.hyper.assign(values)
+            self.hyper.assign(np.array(values, np.float64))
 
     def slots(self, p, variable) -> tuple:
         found = self._slots.get(id(p))
