@@ -13,7 +13,48 @@ __all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
 
 class Optimiser:
     """Base class: `deltas` computes ``(steps, new_state)`` without changing anything; `apply`
-    computes them all, then subtracts each step from its Param in place."""
+    computes them all, then subtracts each step from its Param in place.
+
+    ``state`` maps ``id(Param)`` to that Param's slots (a tuple starting with the Param). A
+    backend that runs the optimiser itself keeps the slots on its side and says so with
+    `defer_state` (like `Param.defer`): the state is fetched back (``source.fetch_state(opt)``,
+    the whole dict) the next time anyone reads it, so `flux.update`, checkpoints and other
+    backends continue from where it left off. `state_version` changes whenever the state may
+    have changed, so a backend knows when to load it again.
+    """
+
+    _state = None
+    _state_source = None
+    _state_version = 0
+
+    @property
+    def state(self) -> dict:
+        if self._state_source is not None:
+            source, self._state_source = self._state_source, None
+            self._state = source.fetch_state(self)
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @state.setter
+    def state(self, new: dict) -> None:
+        self._state, self._state_source = new, None
+        self._state_version += 1
+
+    @property
+    def state_version(self) -> int:
+        return self._state_version
+
+    def defer_state(self, source) -> int:
+        """The newest state now lives in `source`; returns the new `state_version`."""
+        self._state_source = source
+        self._state_version += 1
+        return self._state_version
+
+    def _commit(self, new: dict) -> None:
+        """Keep the slots computed by a step (`deltas` returns this as its commit)."""
+        self.state.update(new)
+        self._state_version += 1
 
     def deltas(self, params, grads):
         raise NotImplementedError
@@ -83,14 +124,14 @@ class Momentum(Optimiser):
 
     def __init__(self, lr: float = 0.01, rho: float = 0.9):
         self.lr, self.rho = lr, rho
-        self.state: dict[int, tuple] = {}
+        self.state = {}
 
     def deltas(self, params, grads):
         new = {}
         for p, g in zip(params, grads):
             v = _state(self.state, p, (p, 0.0))[1]
             new[id(p)] = (p, self.rho * v + np.multiply(g, self.lr, dtype=p.dtype))
-        return [new[id(p)][1] for p in params], lambda: self.state.update(new)
+        return [new[id(p)][1] for p in params], lambda: self._commit(new)
 
     def settings(self) -> list:
         return [self.lr, self.rho]
@@ -113,7 +154,7 @@ class ADAM(Optimiser):
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.state: dict[int, tuple] = {}
+        self.state = {}
 
     def deltas(self, params, grads):
         b1, b2 = self.beta1, self.beta2
@@ -128,7 +169,7 @@ class ADAM(Optimiser):
             step = self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
             steps.append(step.astype(p.dtype, copy=False))
             new[id(p)] = (p, m, v, t)
-        return steps, lambda: self.state.update(new)
+        return steps, lambda: self._commit(new)
 
     def settings(self) -> list:
         return [self.lr, self.beta1, self.beta2, self.eps]

@@ -225,6 +225,7 @@ class _TrainFunction:
             compiled._keep_carried(graph, _numpy(outs), 1)
         if math.isfinite(value):            # the update was applied
             variables.hold(records)
+            self.state.stepped()
         return value
 
 

@@ -2,7 +2,11 @@
 hyper-parameters as `flux._optimisers`, in the parameters' dtype, with the state in TF variables.
 
 The hyper-parameters are read from the optimiser object before every step (into one small
-variable, so changing ``opt.lr`` between steps takes effect without retracing)."""
+variable, so changing ``opt.lr`` between steps takes effect without retracing). The slots
+(velocity; Adam's m, v and step count) are the optimiser's own state: loaded from ``opt.state``
+when its `state_version` moved (a NumPy `flux.update`, a checkpoint restored, another compiled
+model trained with it), and handed back with `Optimiser.defer_state` after each step, so
+checkpoints and NumPy updates continue from the TF-side values."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +26,8 @@ class OptimiserState:
         self.last = self.hyper_values()
         self.hyper = tf.Variable(np.array(self.last, np.float64), trainable=False)
         self._slots: dict[int, tuple] = {}
+        self.stateful = not isinstance(opt, flux.SGD)
+        self.version = None          # the opt.state_version the slots hold (None: load)
 
     def hyper_values(self) -> tuple:
         opt = self.opt
@@ -32,11 +38,42 @@ class OptimiserState:
         return (opt.lr, opt.beta1, opt.beta2, opt.eps)
 
     def refresh(self) -> None:
-        """Copy the optimiser's current hyper-parameters in, if they changed."""
+        """Copy the optimiser's current hyper-parameters in, if they changed, and its state,
+        if it changed outside these variables."""
         values = self.hyper_values()
         if values != self.last:
             self.last = values
             self.hyper.assign(np.array(values, np.float64))
+        if self.stateful and self.opt._state_version != self.version:
+            self.load()
+
+    def load(self) -> None:
+        """The slots from ``opt.state`` (zeros for a Param it has none for)."""
+        state = self.opt.state
+        for p, variable, *slots in self._slots.values():
+            entry = state.get(id(p))
+            fits = entry is not None and entry[0] is p and all(
+                np.shape(a) in ((), tuple(variable.shape)) for a in entry[1:3])
+            values = entry[1:] if fits else (0.0,) * len(slots)
+            for slot, value in zip(slots, values):
+                slot.assign(np.broadcast_to(np.asarray(value, slot.dtype.as_numpy_dtype),
+                                            slot.shape))
+        self.version = self.opt._state_version
+
+    def stepped(self) -> None:
+        """An update was applied: the newest state is in these variables now."""
+        if self.stateful:
+            self.version = self.opt.defer_state(self)
+
+    def fetch_state(self, opt) -> dict:
+        """``opt.state`` with the slots these variables hold (called by `opt` when read)."""
+        state = dict(opt._state or {})
+        for p, _, *slots in self._slots.values():
+            values = [slot.numpy() for slot in slots]
+            if isinstance(opt, flux.ADAM):
+                values[2] = int(values[2])
+            state[id(p)] = (p, *values)
+        return state
 
     def slots(self, p, variable) -> tuple:
         found = self._slots.get(id(p))
@@ -49,6 +86,7 @@ class OptimiserState:
             else:
                 extra = ()
             found = self._slots[id(p)] = (p, variable, *extra)
+            self.version = None
         return found
 
     def update(self, slots, grads):
