@@ -349,3 +349,44 @@ def test_checkpoint_and_resume_on_tf_continue_the_same_run(tmp_path):
     flux.train(flux.tf(resumed), data, opt=flux.ADAM(0.01), epochs=2, resume=path)
     for p, q in zip(flux.params(resumed).values(), flux.params(ref).values()):
         np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_saving_round_trip_with_the_model_given_back(tmp_path):
+    keras = pytest.importorskip("keras")
+    m = Chain(Affine(4, 8), flux.relu, Affine(8, 2))
+    layer = flux_tf.keras_layer(m, name="flux_mlp")
+    model = keras.Sequential([keras.Input((4,)), layer, keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x, y = rand(16, 4), rand(16, 3)
+    model.fit(x, y, epochs=3, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    expected = model.predict(x, verbose=0)
+
+    fresh = Chain(Affine(4, 8), flux.relu, Affine(8, 2))
+    loaded = keras.models.load_model(path, custom_objects=flux_tf.keras_objects(fresh))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    layer.write_back()
+    np.testing.assert_allclose(fresh(x), m(x), rtol=1e-6)     # the Params got the weights
+
+    named = Chain(Affine(4, 8), flux.relu, Affine(8, 2))
+    keras.models.load_model(path, custom_objects=flux_tf.keras_objects(flux_mlp=named))
+    np.testing.assert_allclose(named(x), m(x), rtol=1e-6)
+
+    with pytest.raises(Exception, match="FluxLayer"):          # Keras: class not found
+        keras.models.load_model(path)
+    wrong = Chain(Affine(4, 5), flux.relu, Affine(5, 2))
+    with pytest.raises(flux.FluxError, match=r"layers.0.W: \(4, 8\)"):
+        keras.models.load_model(path, custom_objects=flux_tf.keras_objects(wrong))
+
+
+def test_keras_load_weights_writes_into_the_params(tmp_path):
+    keras = pytest.importorskip("keras")
+    m = Affine(3, 2)
+    model = keras.Sequential([keras.Input((3,)), flux_tf.keras_layer(m)])
+    path = tmp_path / "w.weights.h5"
+    model.save_weights(path)
+    saved = np.array(m.W.value)
+    m.W.value = np.zeros((3, 2), np.float32)
+    model.load_weights(path)
+    np.testing.assert_array_equal(m.W.value, saved)

@@ -5,6 +5,7 @@
     tfmodel(x)                             # NumPy in, NumPy out; trains with flux.train
     y = flux_tf.tensor(model, x)           # the model built on a tf.Tensor, with tf.Variables
     layer = flux_tf.keras_layer(model)     # a Keras layer whose weights are the model's Params
+    keras.models.load_model(path, custom_objects=flux_tf.keras_objects(model))   # reload one
 
 flux-core finds this backend through the ``flux`` entry-point group; it never imports it.
 """
@@ -13,10 +14,10 @@ from __future__ import annotations
 from flux.hookspecs import Backend, hookimpl
 
 from ._compiled import TFCompiled, Variables, lower_graph
-from ._native import keras_layer, tensor, variables, write_back
+from ._native import FluxLayer, keras_layer, keras_objects, tensor, variables, write_back
 
-__all__ = ["TFBackend", "TFCompiled", "tensor", "keras_layer", "variables", "write_back",
-           "flux_backends"]
+__all__ = ["TFBackend", "TFCompiled", "tensor", "keras_layer", "keras_objects", "FluxLayer",
+           "variables", "write_back", "flux_backends"]
 
 
 class TFBackend(Backend):

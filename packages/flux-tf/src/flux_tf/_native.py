@@ -4,6 +4,13 @@
 `tf.function`) reading one `tf.Variable` per Param (`variables(model)`), so a `tf.GradientTape`
 sees them. `keras_layer(model)` is a Keras layer whose trainable weights start as the model's
 Params; `write_back` copies values trained on the TF side back into the Params.
+
+Keras saving: a `FluxLayer`'s config names the model's class and its parameters (paths,
+shapes, dtypes), not the model itself (a flux model is Python code, which a saved file must
+not carry). Loading takes the model from the caller, as Keras does for any custom object:
+``keras.models.load_model(path, custom_objects=flux_tf.keras_objects(model))``, where `model`
+has the same structure (a freshly built one will do); the saved weights are then loaded into
+the layer and written into the model's Params.
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from flux._pytree import flatten_args, unflatten
 from ._compiled import TFCompiled
 from ._lower import build
 
-__all__ = ["tensor", "variables", "keras_layer", "write_back"]
+__all__ = ["tensor", "variables", "keras_layer", "write_back", "keras_objects", "FluxLayer"]
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -124,6 +131,68 @@ def keras_layer(model, **kwargs):
 
 _keras_mod = _keras()
 
+# The name Keras files record for the class. FluxLayer is deliberately not registered with
+# `keras.saving.register_keras_serializable`: a registered class would take precedence over
+# the `custom_objects` that bring the model back (`keras_objects`).
+REGISTERED = "FluxLayer"
+
+NO_MODEL = ("keras_layer: this saved Keras model has a flux layer {name!r} computing a {cls} "
+            "with the parameters {params}; a saved file holds no Python code, so give the model "
+            "when loading: keras.models.load_model(path, custom_objects="
+            "flux_tf.keras_objects(model)), with `model` built the same way")
+
+
+def describe(model) -> dict:
+    """What a FluxLayer's config records of its model: class and parameters."""
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}",
+            "params": {name: [list(p.shape), p.dtype.str]
+                       for name, p in flux.params(model).items()}}
+
+
+def keras_objects(*models, **by_layer_name) -> dict:
+    """``custom_objects`` for `keras.models.load_model` of a Keras model with flux layers.
+
+    Each flux layer in the file is matched to a model given here: by its Keras layer name
+    (``keras_objects(dense_flux=model)``), else to the one positional model whose class and
+    parameters (paths, shapes, dtypes) match what was saved. The models' Params then receive
+    the saved weights."""
+    candidates = [(describe(m), m) for m in models]
+
+    class BoundFluxLayer(FluxLayer):
+        @classmethod
+        def from_config(cls, config):
+            config = dict(config)
+            saved = config.pop("flux_model")
+            name = config.get("name")
+            model = by_layer_name.get(name)
+            if model is None:
+                matching = [m for d, m in candidates if d == saved]
+                if len(matching) > 1:
+                    raise FluxError(f"keras_objects: several of the given models match the "
+                                    f"flux layer {name!r}; pass it by layer name "
+                                    f"(keras_objects({name}=model))")
+                if not matching:
+                    raise FluxError(
+                        NO_MODEL.format(name=name, cls=saved["class"],
+                                        params=_shapes(saved["params"])) +
+                        "\n  (no model given matches: " +
+                        "; ".join(f"{d['class']} {_shapes(d['params'])}" for d, _ in candidates)
+                        + ")")
+                model = matching[0]
+            elif describe(model) != saved:
+                raise FluxError(f"keras_objects: the model given for the flux layer {name!r} "
+                                f"is a {type(model).__name__} with parameters "
+                                f"{_shapes(describe(model)['params'])}; the file has a "
+                                f"{saved['class']} with {_shapes(saved['params'])}")
+            return FluxLayer(model, **config)
+
+    return {REGISTERED: BoundFluxLayer}
+
+
+def _shapes(params: dict) -> str:
+    return "{" + ", ".join(f"{n}: {tuple(s)}" for n, (s, _) in params.items()) + "}"
+
 
 class FluxLayer(_keras_mod.layers.Layer):
     """A flux model as a Keras layer (see `keras_layer`)."""
@@ -180,6 +249,22 @@ class FluxLayer(_keras_mod.layers.Layer):
         if unknown:
             outs = [(None, *s) for s in outs]
         return unflatten(graph.out_tree, outs)
+
+    def get_config(self) -> dict:
+        """Keras' config: the layer's own settings and a description of the model (see the
+        module: the model itself is given again when loading)."""
+        return {**super().get_config(), "flux_model": describe(self.flux_model)}
+
+    @classmethod
+    def from_config(cls, config):
+        saved = config.get("flux_model", {})
+        raise FluxError(NO_MODEL.format(name=config.get("name"), cls=saved.get("class"),
+                                        params=_shapes(saved.get("params", {}))))
+
+    def load_own_variables(self, store) -> None:
+        """Keras loading the saved weights: they go into the model's Params as well."""
+        super().load_own_variables(store)
+        self.write_back()
 
     def write_back(self) -> None:
         """Copy the layer's trained weights into the model's Params."""
