@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,11 @@ class Env:
     """Local packages (paths relative to the repository, extras allowed: ``path[tf]``)."""
     suites: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """Suite name -> pytest arguments, run from the repository root."""
+    from_wheels: bool = False
+    """Install the local packages the way users do: built into wheels, then ``pip install
+    --no-index --find-links WHEELS "<first package>[extras]==<version>"`` (so the first
+    package's extra must pull in the others). Rebuilt and reinstalled on every run, since a
+    wheel does not follow the source the way an editable install does."""
 
 
 TEST_TOOLS = ("pytest", "hypothesis",
@@ -56,6 +62,9 @@ TEST_TOOLS = ("pytest", "hypothesis",
 
 ENVS = [
     Env("demo", ("numpy>=2,<3", "scikit-learn", "matplotlib")),
+    # `dev.py demo --backend tf` / `--backend mxnet` run the demo in these.
+    Env("demo-tf", ("tensorflow-cpu==2.21.0", "scikit-learn", "matplotlib"),
+        packages=("packages/flux-core", "packages/flux-tf")),
     Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff"),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
@@ -65,9 +74,10 @@ ENVS = [
     Env("third-party", ("numpy>=2,<3", *TEST_TOOLS),
         packages=("packages/flux-core", "examples/third_party_backend"),
         suites={"conformance": ("examples/third_party_backend/tests",)}),
+    # `pip install "flux-core[tf]"` from the repository's built wheels, as users install it.
     Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
-        packages=("packages/flux-core", "packages/flux-tf"),
-        suites={"tests": ("tests/tf", "tests/test_properties.py")}),
+        packages=("packages/flux-core[tf]", "packages/flux-tf"),
+        suites={"tests": ("tests/tf", "tests/test_properties.py")}, from_wheels=True),
     # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
     Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", *TEST_TOOLS),
         packages=("packages/flux-core", "packages/flux-mxnet"),
@@ -99,11 +109,14 @@ def spec_of(env: Env) -> dict:
     for package in env.packages:
         pyproject = _package_dir(package) / "pyproject.toml"
         packages[package] = hashlib.sha256(pyproject.read_bytes()).hexdigest()
-    return {
+    spec = {
         "python": f"{platform.python_version()} {sys.base_prefix}",
         "requirements": list(env.requirements),
         "packages": packages,
     }
+    if env.from_wheels:
+        spec["from_wheels"] = True
+    return spec
 
 
 def _read_stamp(where: Path) -> dict | None:
@@ -124,6 +137,8 @@ def ensure(env: Env, fresh: bool) -> tuple[Path | None, str]:
     spec = spec_of(env)
     if not fresh and _read_stamp(where) == spec and _python_in(where).exists():
         print(f"== env {env.name}: reusing {where.relative_to(ROOT)}", flush=True)
+        if env.from_wheels and not install_wheels(env, _python_in(where), fresh_install=False):
+            return None, "FAILED"
         return _python_in(where), "reused"
     why = "--fresh" if fresh else ("spec changed" if where.exists() else "new")
     print(f"== env {env.name}: building {where.relative_to(ROOT)} ({why})", flush=True)
@@ -133,14 +148,49 @@ def ensure(env: Env, fresh: bool) -> tuple[Path | None, str]:
         return None, "FAILED"
     python = _python_in(where)
     local = []
-    for package in env.packages:
-        local += ["-e", str(ROOT / package)]
-    install = [python, "-m", "pip", "install", "--disable-pip-version-check",
-               "--progress-bar", "off", *env.requirements, *local]
+    if not env.from_wheels:
+        for package in env.packages:
+            local += ["-e", str(ROOT / package)]
+    install = [python, "-m", "pip", "install", *PIP_QUIET, *env.requirements, *local]
     if _run(install, cwd=ROOT, env=_clean_environ()) != 0:
+        return None, "FAILED"
+    if env.from_wheels and not install_wheels(env, python, fresh_install=True):
         return None, "FAILED"
     (where / STAMP).write_text(json.dumps(spec, indent=2) + "\n")
     return python, "built"
+
+
+PIP_QUIET = ("--disable-pip-version-check", "--progress-bar", "off")
+
+
+def _project_field(package: str, field: str) -> str:
+    """`name` or `version` from a local package's pyproject.toml (stdlib only: a regex)."""
+    text = (_package_dir(package) / "pyproject.toml").read_text()
+    match = re.search(rf'^{field}\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"dev.py: no {field} in {package}/pyproject.toml")
+    return match.group(1)
+
+
+def install_wheels(env: Env, python: Path, fresh_install: bool) -> bool:
+    """Build the env's local packages into wheels and install them by name from those wheels
+    alone (``--no-index``): the first package with its extras, which must bring the rest."""
+    wheels = ENVS_DIR / env.name / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    for package in env.packages:       # setuptools' build/ would keep files deleted since
+        shutil.rmtree(_package_dir(package) / "build", ignore_errors=True)
+    build = [python, "-m", "pip", "wheel", *PIP_QUIET, "--no-deps", "--no-build-isolation",
+             "--quiet", "-w", wheels, *(str(_package_dir(p)) for p in env.packages)]
+    if _run(build, cwd=ROOT, env=_clean_environ()) != 0:
+        return False
+    first = env.packages[0]
+    extras = first[len(first.split("[", 1)[0]):]
+    wanted = f"{_project_field(first, 'name')}{extras}=={_project_field(first, 'version')}"
+    install = [python, "-m", "pip", "install", *PIP_QUIET, "--no-index", "--find-links", wheels]
+    if not fresh_install:          # same version numbers, new code: replace ours only
+        install += ["--force-reinstall", "--no-deps",
+                    *(_project_field(p, "name") for p in env.packages[1:])]
+    return _run([*install, wanted], cwd=ROOT, env=_clean_environ()) == 0
 
 
 # ----------------------------------------------------------------------------- suites
@@ -170,13 +220,16 @@ def _counts(report: Path) -> dict[str, int] | None:
             "skipped": total["skipped"]}
 
 
+WHEELS_FLAG = {"FLUX_INSTALLED_FROM_WHEELS": "1"}    # tests/tf/test_installation.py
+
+
 def run_suite(env: Env, python: Path, suite: str, args: tuple[str, ...]) -> Row:
     print(f"== env {env.name}: suite {suite}", flush=True)
     report = ENVS_DIR / env.name / "reports" / f"{suite}.xml"
     report.unlink(missing_ok=True)
     started = time.perf_counter()
     code = _run([python, "-m", "pytest", *args, f"--junitxml={report}"], cwd=ROOT,
-                env=_clean_environ(MPLBACKEND="Agg"))
+                env=_clean_environ(MPLBACKEND="Agg", **(WHEELS_FLAG if env.from_wheels else {})))
     seconds = time.perf_counter() - started
     counts = _counts(report)
     if code == 5 or (code == 0 and counts is not None and sum(counts.values()) == 0):
@@ -230,13 +283,30 @@ def test(names: list[str], fresh: bool) -> int:
 
 
 def demo(options: list[str], fresh: bool) -> int:
-    [env] = [env for env in ENVS if env.name == "demo"]
+    backend = _option(options, "--backend") or "numpy"
+    name = "demo" if backend == "numpy" else f"demo-{backend}"
+    found = [env for env in ENVS if env.name == name]
+    if not found:
+        raise SystemExit(f"dev.py: no demo environment for the backend {backend!r}; "
+                         f"demo environments: numpy (demo), " +
+                         ", ".join(e.name[5:] for e in ENVS if e.name.startswith("demo-")))
+    [env] = found
     python, status = ensure(env, fresh)
     if python is None:
         print("dev.py: building the demo environment failed (see pip's output above)",
               file=sys.stderr)
         return 1
     return _run([python, DEMO, *options], env=_clean_environ())
+
+
+def _option(options: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `options` (``--flag V`` or ``--flag=V``), else None."""
+    for i, option in enumerate(options):
+        if option == flag and i + 1 < len(options):
+            return options[i + 1]
+        if option.startswith(flag + "="):
+            return option[len(flag) + 1:]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
