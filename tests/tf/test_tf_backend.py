@@ -390,3 +390,23 @@ def test_keras_load_weights_writes_into_the_params(tmp_path):
     m.W.value = np.zeros((3, 2), np.float32)
     model.load_weights(path)
     np.testing.assert_array_equal(m.W.value, saved)
+
+
+@pytest.mark.parametrize("make", [lambda: flux.SGD(0.1), lambda: flux.Momentum(0.05, 0.9),
+                                  lambda: flux.ADAM(0.01)], ids=["SGD", "Momentum", "ADAM"])
+def test_update_on_a_tf_model_runs_the_optimiser_in_tf(make, monkeypatch):
+    m, ref = twins()
+    x = rand(6, 4)
+    opt, ref_opt = make(), make()
+    t = flux.tf(m)
+    for _ in range(3):
+        flux.back(ref, np.ones((6, 2), np.float32), x)
+        flux.update(ref, ref_opt)
+    monkeypatch.setattr(type(opt), "apply", lambda *a: pytest.fail("updated in NumPy"))
+    for _ in range(3):
+        flux.back(t, np.ones((6, 2), np.float32), x)
+        flux.update(t, opt)
+        assert all(p._grad is None for p in flux.params(m).values())    # cleared
+    for p, q in zip(flux.params(m).values(), flux.params(ref).values()):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t(x), ref(x), rtol=1e-5, atol=1e-6)

@@ -263,6 +263,11 @@ class Compiled:
             opt.apply(ps, grads)
         return value
 
+    def apply_update(self, opt, ps, grads) -> None:
+        """Apply `opt` to the Params `ps` with the gradients `grads` (`flux.update`); backends
+        that keep parameters themselves override this to update on their side."""
+        opt.apply(ps, grads)
+
     def _step(self, loss, x, y):
         if self._epoch != epoch.value:
             self._refresh()

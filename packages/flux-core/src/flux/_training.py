@@ -42,7 +42,11 @@ def update(model, opt) -> None:
     them. Params that received no gradient are left alone."""
     opt = as_optimiser(opt)
     ps = [p for p in _all_params(model) if p._grad is not None]
-    opt.apply(ps, [p._grad for p in ps])
+    grads = [p._grad for p in ps]
+    if isinstance(model, Compiled):
+        model.apply_update(opt, ps, grads)      # on the backend's side
+    else:
+        opt.apply(ps, grads)
     for p in ps:
         p.zero_grad()
 

@@ -8,8 +8,9 @@ integer comparison. Forward graphs and `flux.back`'s vjp graphs are lowered to o
 `tf.function` per signature and called as its concrete function (no argument matching or
 retracing checks per call). `flux.train` runs a whole step (forward, gradients, optimiser update,
 skipped when the loss is not finite) in one concrete function per signature and optimiser
-(`_TrainFunction`); the new values stay in the variables and each Param is told so
-(`Param.defer`): it fetches its value from its variable the next time it is read.
+(`_TrainFunction`), and `flux.update` the optimiser's update alone (`apply_update`); the new
+values stay in the variables and each Param is told so (`Param.defer`): it fetches its value
+from its variable the next time it is read.
 """
 from __future__ import annotations
 
@@ -124,6 +125,7 @@ class TFCompiled(Compiled):
         super().__init__(model, backend, self.check_options(options))
         self.variables = Variables()
         self._trainers = weakref.WeakKeyDictionary()    # optimiser -> (state, {step id: fn})
+        self._updaters = weakref.WeakKeyDictionary()    # optimiser -> {Params: fn}
 
     @staticmethod
     def check_options(options) -> dict:
@@ -155,10 +157,8 @@ class TFCompiled(Compiled):
                     return trainer((x, y))
             (x, y), _ = unwrap((x, y))
             step, leaves = self._step(loss, x, y)
-            found = self._trainers.get(opt)
-            if found is None:
-                found = self._trainers[opt] = (OptimiserState(opt), {})
-            state, per_step = found
+            state = self._optimiser_state(opt)
+            per_step = self._trainers[opt][1]
             trainer = per_step.get(id(step))
             if trainer is None or trainer.step is not step:
                 trainer = per_step[id(step)] = _TrainFunction(self, step, state)
@@ -167,6 +167,40 @@ class TFCompiled(Compiled):
             return trainer(leaves)
         except Exception as error:
             raise user_facing(error) from error.__cause__
+
+
+    def _optimiser_state(self, opt) -> OptimiserState:
+        found = self._trainers.get(opt)
+        if found is None:
+            found = self._trainers[opt] = (OptimiserState(opt), {})
+        return found[0]
+
+    def apply_update(self, opt, ps, grads) -> None:
+        """`flux.update` on TF: the gradients go in, the optimiser's update runs on the
+        variables (one concrete function per optimiser and set of Params), and the Params
+        fetch the new values when next read."""
+        if type(opt) not in _NATIVE:
+            return super().apply_update(opt, ps, grads)
+        state = self._optimiser_state(opt)
+        per_params = self._updaters.setdefault(opt, {})
+        key = tuple((id(p), p.shape) for p in ps)
+        found = per_params.get(key)
+        if found is None or any(a is not b for a, b in zip(found[0], ps)):
+            records = [self.variables.record(p) for p in ps]
+            slots = [state.slots(p, rec[1]) for p, rec in zip(ps, records)]
+            spec = [tf.TensorSpec(p.shape, tf.as_dtype(p.dtype)) for p in ps]
+
+            def update(*gs):
+                with tf.control_dependencies([state.update(slots, list(gs))]):
+                    return tf.constant(True)
+            fn = tf.function(update, input_signature=spec).get_concrete_function()
+            found = per_params[key] = (list(ps), records, fn)
+        _, records, fn = found
+        self.variables.sync(records)
+        state.refresh()
+        fn(*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
+        self.variables.hold(records)
+        state.stepped()
 
 
 _NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)
