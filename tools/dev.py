@@ -65,6 +65,10 @@ ENVS = [
     # `dev.py demo --backend tf` / `--backend mxnet` run the demo in these.
     Env("demo-tf", ("tensorflow-cpu==2.21.0", "scikit-learn", "matplotlib"),
         packages=("packages/flux-core", "packages/flux-tf")),
+    # scikit-learn 1.3.2 and matplotlib 3.7 are the last releases with wheels for NumPy 1.23.
+    Env("demo-mxnet", ("numpy==1.23.5", "mxnet==1.9.1", "scikit-learn==1.3.2",
+                       "matplotlib==3.7.5"),
+        packages=("packages/flux-core", "packages/flux-mxnet")),
     Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff"),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
@@ -77,11 +81,13 @@ ENVS = [
     # `pip install "flux-core[tf]"` from the repository's built wheels, as users install it.
     Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
         packages=("packages/flux-core[tf]", "packages/flux-tf"),
-        suites={"tests": ("tests/tf", "tests/test_properties.py")}, from_wheels=True),
+        suites={"tests": ("tests/tf", "tests/test_properties.py", "tests/test_installation.py")},
+        from_wheels=True),
     # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
     Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", *TEST_TOOLS),
-        packages=("packages/flux-core", "packages/flux-mxnet"),
-        suites={"mxnet": ("tests/mxnet", "tests/test_properties.py")}),
+        packages=("packages/flux-core[mxnet]", "packages/flux-mxnet"),
+        suites={"mxnet": ("tests/mxnet", "tests/test_properties.py",
+                          "tests/test_installation.py")}, from_wheels=True),
 ]
 
 
@@ -220,7 +226,14 @@ def _counts(report: Path) -> dict[str, int] | None:
             "skipped": total["skipped"]}
 
 
-WHEELS_FLAG = {"FLUX_INSTALLED_FROM_WHEELS": "1"}    # tests/tf/test_installation.py
+def _wheels_flag(env: Env) -> dict[str, str]:
+    """What tests/test_installation.py checks: the distributions installed from wheels."""
+    if not env.from_wheels:
+        return {}
+    first, *rest = env.packages
+    names = [_project_field(first, "name") + first[len(first.split("[", 1)[0]):]]
+    names += [_project_field(p, "name") for p in rest]
+    return {"FLUX_INSTALLED_FROM_WHEELS": ",".join(names)}
 
 
 def run_suite(env: Env, python: Path, suite: str, args: tuple[str, ...]) -> Row:
@@ -229,7 +242,7 @@ def run_suite(env: Env, python: Path, suite: str, args: tuple[str, ...]) -> Row:
     report.unlink(missing_ok=True)
     started = time.perf_counter()
     code = _run([python, "-m", "pytest", *args, f"--junitxml={report}"], cwd=ROOT,
-                env=_clean_environ(MPLBACKEND="Agg", **(WHEELS_FLAG if env.from_wheels else {})))
+                env=_clean_environ(MPLBACKEND="Agg", **_wheels_flag(env)))
     seconds = time.perf_counter() - started
     counts = _counts(report)
     if code == 5 or (code == 0 and counts is not None and sum(counts.values()) == 0):

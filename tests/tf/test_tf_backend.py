@@ -298,59 +298,6 @@ def twins():
     return m, ref
 
 
-@pytest.mark.parametrize("make", [lambda: flux.Momentum(0.05, 0.9), lambda: flux.ADAM(0.01)],
-                         ids=["Momentum", "ADAM"])
-def test_optimiser_state_is_shared_between_tf_steps_and_numpy_updates(make):
-    m, ref = twins()
-    x, y = rand(6, 4), rand(6, 2)
-    opt, ref_opt = make(), make()
-    t = flux.tf(m)
-    for _ in range(2):
-        flux.train(t, [(x, y)] * 3, opt=opt)                     # TF-side slots
-        flux.train(ref, [(x, y)] * 3, opt=ref_opt)
-        for model, o in ((m, opt), (ref, ref_opt)):              # NumPy-side slots
-            flux.back(model, np.ones((6, 2), np.float32), x)
-            flux.update(model, o)
-    for p, q in zip(flux.params(m).values(), flux.params(ref).values()):
-        np.testing.assert_allclose(p.value, q.value, rtol=1e-4, atol=1e-5)
-    names = {id(p): n for n, p in flux.params(m).items()}
-    ref_names = {id(p): n for n, p in flux.params(ref).items()}
-    got, want = opt.state_arrays(names), ref_opt.state_arrays(ref_names)
-    assert sorted(got) == sorted(want)
-    for key in got:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6)
-
-
-def test_checkpoint_and_resume_on_tf_continue_the_same_run(tmp_path):
-    x, y = rand(6, 4), rand(6, 2)
-    data = [(x, y), (2 * x, y), (x, -y)] * 2
-    m, ref = twins()
-    start = {n: np.array(p.value) for n, p in flux.params(m).items()}
-    flux.train(flux.tf(ref), data, opt=flux.ADAM(0.01), epochs=2)      # uninterrupted
-
-    path = tmp_path / "ckpt.npz"
-    stop_after = 7
-
-    class Interrupt(Exception):
-        pass
-
-    calls = []
-
-    def interrupt():
-        calls.append(1)
-        if len(calls) == stop_after:
-            raise Interrupt
-    with pytest.raises(Interrupt):
-        flux.train(flux.tf(m), data, opt=flux.ADAM(0.01), epochs=2, cb=interrupt,
-                   checkpoint=path, every=1)
-    resumed, _ = twins()
-    for n, p in flux.params(resumed).items():
-        p.value = start[n] + 1                 # overwritten by the checkpoint
-    flux.train(flux.tf(resumed), data, opt=flux.ADAM(0.01), epochs=2, resume=path)
-    for p, q in zip(flux.params(resumed).values(), flux.params(ref).values()):
-        np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
-
-
 def test_keras_saving_round_trip_with_the_model_given_back(tmp_path):
     keras = pytest.importorskip("keras")
     m = Chain(Affine(4, 8), flux.relu, Affine(8, 2))

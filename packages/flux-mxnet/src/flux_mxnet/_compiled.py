@@ -2,12 +2,18 @@
 shared by every executor of a compiled model, MXNet errors mapped back to equations."""
 from __future__ import annotations
 
+import weakref
+
 import mxnet as mx
 import numpy as np
 
 from flux import BackendError, Compiled
+from flux._compile import unwrap
+from flux._param import epoch
+from flux._source import user_facing
 
-from ._lower import equation_of, lower_graph, nd_array
+from ._lower import equation_of, lower_graph, mx_shape, nd_array
+from ._training import NATIVE, OptimiserState, TrainStep, Unsupported
 
 __all__ = ["MXNetCompiled", "ParamStore", "Executable", "backend_error", "input_names",
            "param_names"]
@@ -34,29 +40,42 @@ def param_names(graph) -> list[str]:
 class ParamStore:
     """One NDArray per Param, shared by all the executors of one compiled model.
 
-    `sync` copies a Param's value in when it differs from the snapshot taken at the last copy
-    (assignments and in-place writes alike), so every executor, for every input shape, sees
-    the current values; there is only one copy to keep current.
+    `sync` copies a Param in when its `version` moved since the last copy (assignments,
+    in-place writes, NumPy updates), so every executor, for every input shape, sees the
+    current values; there is only one copy to keep current. After an update made on the
+    MXNet side, `hold` tells the Params (`Param.defer`) and they fetch the new values from
+    here (`fetch`) when next read.
     """
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self._arrays: dict[int, tuple] = {}      # id(Param) -> (Param, NDArray, snapshot)
+        self._arrays: dict[int, list] = {}      # id(Param) -> [Param, NDArray, version]
+
+    def record(self, p) -> list:
+        got = self._arrays.get(id(p))
+        if got is None or got[0] is not p or got[1].shape != mx_shape(p.shape):
+            version = p.version
+            got = self._arrays[id(p)] = [p, nd_array(p.peek(), self.ctx), version]
+        return got
 
     def array(self, p) -> mx.nd.NDArray:
-        got = self._arrays.get(id(p))
-        if got is None or got[1].shape != p.shape:
-            value = np.asarray(p.value)
-            got = self._arrays[id(p)] = (p, nd_array(value, self.ctx), value.copy())
-        return got[1]
+        return self.record(p)[1]
 
     def sync(self, ps) -> None:
+        arrays = self._arrays
         for p in ps:
-            _, array, snapshot = self._arrays[id(p)]
-            value = p.value
-            if not np.array_equal(value, snapshot):
-                array[:] = value.reshape(array.shape)
-                np.copyto(snapshot, value)
+            rec = arrays[id(p)]
+            if p._version != rec[2]:
+                rec[1][:] = p.peek().reshape(rec[1].shape)    # fetched first if held elsewhere
+                rec[2] = p._version
+
+    def hold(self, ps) -> None:
+        arrays = self._arrays
+        for p in ps:
+            arrays[id(p)][2] = p.defer(self)
+
+    def fetch(self, p) -> np.ndarray:
+        return self._arrays[id(p)][1].asnumpy().reshape(p.shape)
 
 
 class Executable:
@@ -127,9 +146,69 @@ class MXNetCompiled(Compiled):
         super().__init__(model, backend, {})
         self.ctx = ctx
         self.store = ParamStore(ctx)
+        self._trainers: dict = {}                    # id(step) -> (step, TrainStep)
+        self._optimisers = weakref.WeakKeyDictionary()     # optimiser -> OptimiserState
 
     def __repr__(self) -> str:
         return f"mxnet({self.model!r})"
 
     def lower(self, graph):
         return Executable(graph, self.store, self.ctx)
+
+    def _optimiser_state(self, opt) -> OptimiserState:
+        found = self._optimisers.get(opt)
+        if found is None:
+            found = self._optimisers[opt] = OptimiserState(opt, self.store)
+        return found
+
+    def train_step(self, loss, opt, x, y) -> float:
+        """Forward, MXNet's backward and the optimiser's update on the MXNet side (see
+        `_training`); the Params fetch their new values when next read. Optimisers other
+        than SGD, Momentum and ADAM, and models with carried state, take core's step."""
+        if type(opt) not in NATIVE:
+            return super().train_step(loss, opt, x, y)
+        try:
+            if self._epoch != epoch.value:
+                self._refresh()
+            if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == \
+                    self._dtype:
+                trainer = self._fast.get((_TRAIN, loss, x.shape, y.shape))
+                if trainer is not None:
+                    return trainer((x, y), self._optimiser_state(opt))
+            (x, y), _ = unwrap((x, y))
+            step, leaves = self._step(loss, x, y)
+            found = self._trainers.get(id(step))
+            trainer = found[1] if found is not None and found[0] is step else None
+            if trainer is None:
+                try:
+                    trainer = TrainStep(self, step, (input_names, param_names))
+                except Unsupported:
+                    trainer = _CORE_STEP
+                except mx.base.MXNetError as error:
+                    raise backend_error(error, step.objective) from error
+                self._trainers[id(step)] = (step, trainer)
+            if trainer is _CORE_STEP:
+                return super().train_step(loss, opt, x, y)
+            if self._fast.get((loss, leaves[0].shape, leaves[1].shape)) is step:
+                self._fast[(_TRAIN, loss, leaves[0].shape, leaves[1].shape)] = trainer
+            try:
+                return trainer(leaves, self._optimiser_state(opt))
+            except mx.base.MXNetError as error:
+                raise backend_error(error, step.objective) from error
+        except Exception as error:
+            raise user_facing(error) from error.__cause__
+
+    def apply_update(self, opt, ps, grads) -> None:
+        """`flux.update` on MXNet: the gradients go in, MXNet's update operators run on the
+        shared parameter arrays."""
+        if type(opt) not in NATIVE:
+            return super().apply_update(opt, ps, grads)
+        for p in ps:
+            self.store.record(p)
+        self.store.sync(ps)
+        state = self._optimiser_state(opt)
+        state.update(ps, [nd_array(np.asarray(g, p.dtype), self.ctx) for p, g in zip(ps, grads)])
+
+
+_TRAIN = object()       # marks training-step entries in `Compiled._fast`
+_CORE_STEP = object()   # a step that runs as core's (gradients here, update in NumPy)

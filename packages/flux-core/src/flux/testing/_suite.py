@@ -30,6 +30,12 @@ _WITH_PARAMS = [c for c in CASES if c.has_params]
 _TRAINABLE = [c for c in CASES if c.trainable]
 _BATCHED = [c for c in CASES if c.batched]
 _PRIMITIVES_DIFFERENTIABLE = [c for c in PRIMITIVE_CASES if c.differentiable]
+_OPTIMISER_CASES = [c for c in _TRAINABLE if c.name in (
+    "affine_batch", "chain_relu_tanh_logsoftmax", "closure_over_param", "shared_param",
+    "unrolled_lstm")]
+OPTIMISERS = {"SGD": lambda: flux.SGD(0.1), "Momentum": lambda: flux.Momentum(0.05, 0.9),
+              "ADAM": lambda: flux.ADAM(0.01)}
+"""The optimisers `check_optimiser` runs, by name (each call makes a fresh one)."""
 _FLOAT32 = np.dtype(np.float32)
 
 
@@ -127,6 +133,15 @@ class BackendConformance:
     @pytest.mark.parametrize("case", _TRAINABLE, ids=_ids(_TRAINABLE))
     def test_train(self, case: Case):
         self.check_train(case)
+
+    @pytest.mark.parametrize("opt", list(OPTIMISERS))
+    @pytest.mark.parametrize("case", _OPTIMISER_CASES, ids=_ids(_OPTIMISER_CASES))
+    def test_optimiser_matches_numpy(self, case: Case, opt: str):
+        self.check_optimiser(case, OPTIMISERS[opt])
+
+    def test_checkpoint_and_resume(self, tmp_path):
+        self.check_resume(next(c for c in CASES if c.name == "chain_relu_tanh_logsoftmax"),
+                          tmp_path)
 
     @pytest.mark.parametrize("case", _BATCHED, ids=_ids(_BATCHED))
     def test_batch_matches_single_points(self, case: Case):
@@ -350,6 +365,82 @@ class BackendConformance:
                      what="per-epoch mean losses")
         assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), (
             f"the loss did not decrease at every epoch: {losses}")
+
+    def _optimiser_run(self, case: Case, make_opt, compile) -> tuple:
+        """One fixed sequence of training through `compile`: returns the Params' values, the
+        losses and the optimiser's state arrays at the end."""
+        model, params = case.build()
+        (x,) = case.make_inputs()
+        y = _random_like(case, case.expected(params, (x,)), "target")
+        delta = _random_like(case, y, "delta")
+        opt = make_opt()
+        compiled = compile(model)
+        losses = flux.train(compiled, [(x, y)] * 3, loss=flux.mse, opt=opt)
+        flux.back(compiled, delta, x)                       # an update from flux.update
+        flux.update(compiled, opt)
+        flux.back(model, delta, x)                          # one on the NumPy side
+        flux.update(model, opt)
+        first, *rest = params.values()
+        first.value = first.value * 0.5                     # the user changes Params
+        for p in rest[:1]:
+            p.value[...] += 0.125
+        losses += flux.train(compiled, [(x, y)] * 2, loss=flux.mse, opt=opt, epochs=2)
+        names = {id(p): name for name, p in params.items()}
+        return _values(params), losses, opt.state_arrays(names)
+
+    def check_optimiser(self, case: Case, make_opt) -> None:
+        """Proves the backend trains with flux's optimisers exactly as the NumPy backend does
+        (the same formulas, step counts and state): three `flux.train` steps, a `flux.back` +
+        `flux.update` on the compiled model and one on the uncompiled model (NumPy, with the
+        same optimiser object), a Param assigned and one written in place by the user, then
+        two epochs of two steps give the same losses, Params and optimiser state
+        (``opt.state_arrays``) as the same sequence on the NumPy backend."""
+        got = self._optimiser_run(case, make_opt, self.compile)
+        want = self._optimiser_run(case, make_opt, lambda m: flux.compile(m, "numpy"))
+        tolerance = {"rtol": 10 * self.rtol, "atol": 10 * self.atol}
+        assert_close(got[1], want[1], what="the losses", **tolerance)
+        for name in want[0]:
+            assert_close(got[0][name], want[0][name], what=f"Param {name!r}", **tolerance)
+        assert sorted(got[2]) == sorted(want[2]), (
+            f"optimiser state: expected the slots {sorted(want[2])}, found {sorted(got[2])}")
+        for key in want[2]:
+            assert_close(np.asarray(got[2][key], np.float64), np.asarray(want[2][key], np.float64),
+                         what=f"optimiser state {key!r}", **tolerance)
+
+    def check_resume(self, case: Case, tmp_path) -> None:
+        """Proves checkpoints capture the backend's training state: a run with ADAM
+        interrupted after 5 of 8 updates (checkpoint every update) and resumed in a fresh
+        model ends with the Params of the uninterrupted run."""
+        (x,) = case.make_inputs()
+        model, params = case.build()
+        y = _random_like(case, case.expected(params, (x,)), "target")
+        data = [(x, y), (x * 0.5, y), (x, -y), (x * 2, y)]
+        flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01), epochs=2)
+        expected = _values(params)
+
+        class Interrupted(Exception):
+            pass
+
+        done = []
+
+        def stop_after_five():
+            done.append(1)
+            if len(done) == 5:
+                raise Interrupted
+
+        path = tmp_path / "checkpoint.npz"
+        model, _ = case.build()
+        with pytest.raises(Interrupted):
+            flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01),
+                       epochs=2, cb=stop_after_five, checkpoint=path, every=1)
+        model, params = case.build()
+        for p in params.values():
+            p.value = p.value + 1                       # overwritten by the checkpoint
+        flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01), epochs=2,
+                   resume=path)
+        for name, value in _values(params).items():
+            assert_close(value, expected[name], rtol=self.rtol, atol=self.atol,
+                         what=f"Param {name!r} after resuming")
 
     def check_batch(self, case: Case) -> None:
         """Proves single points and batches agree: each point of a batch, given alone (no
