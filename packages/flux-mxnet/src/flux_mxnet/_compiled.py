@@ -12,7 +12,8 @@ from flux._compile import unwrap
 from flux._param import epoch
 from flux._source import user_facing
 
-from ._lower import equation_of, lower_graph, mx_shape, nd_array
+from ._lower import equation_of, lower_graph, nd_array
+from ._store import ParamStore, copy_in
 from ._training import NATIVE, OptimiserState, TrainStep, Unsupported
 
 __all__ = ["MXNetCompiled", "ParamStore", "Executable", "backend_error", "input_names",
@@ -37,47 +38,6 @@ def param_names(graph) -> list[str]:
     return names
 
 
-class ParamStore:
-    """One NDArray per Param, shared by all the executors of one compiled model.
-
-    `sync` copies a Param in when its `version` moved since the last copy (assignments,
-    in-place writes, NumPy updates), so every executor, for every input shape, sees the
-    current values; there is only one copy to keep current. After an update made on the
-    MXNet side, `hold` tells the Params (`Param.defer`) and they fetch the new values from
-    here (`fetch`) when next read.
-    """
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self._arrays: dict[int, list] = {}      # id(Param) -> [Param, NDArray, version]
-
-    def record(self, p) -> list:
-        got = self._arrays.get(id(p))
-        if got is None or got[0] is not p or got[1].shape != mx_shape(p.shape):
-            version = p.version
-            got = self._arrays[id(p)] = [p, nd_array(p.peek(), self.ctx), version]
-        return got
-
-    def array(self, p) -> mx.nd.NDArray:
-        return self.record(p)[1]
-
-    def sync(self, ps) -> None:
-        arrays = self._arrays
-        for p in ps:
-            rec = arrays[id(p)]
-            if p._version != rec[2]:
-                rec[1][:] = p.peek().reshape(rec[1].shape)    # fetched first if held elsewhere
-                rec[2] = p._version
-
-    def hold(self, ps) -> None:
-        arrays = self._arrays
-        for p in ps:
-            arrays[id(p)][2] = p.defer(self)
-
-    def fetch(self, p) -> np.ndarray:
-        return self._arrays[id(p)][1].asnumpy().reshape(p.shape)
-
-
 class Executable:
     """A lowered graph bound to one executor: call it with the graph's flat input arrays."""
 
@@ -89,6 +49,7 @@ class Executable:
         self.params = list(graph.param_objs)
         self.inputs = [mx.nd.empty(lowered.shapes[n], ctx=ctx, dtype=lowered.dtypes[n])
                        for n in lowered.input_names]
+        self.input_shapes = [lowered.shapes[n] for n in lowered.input_names]
         self.executor = None
         if lowered.symbol is not None:
             args = dict(zip(lowered.input_names, self.inputs))
@@ -103,8 +64,8 @@ class Executable:
     def __call__(self, *xs):
         try:
             self.store.sync(self.params)
-            for array, x in zip(self.inputs, xs):
-                array[:] = np.asarray(x).reshape(array.shape)
+            for array, shape, x in zip(self.inputs, self.input_shapes, xs):
+                copy_in(array, x, shape)
             outs = self.executor.forward(is_train=False) if self.executor else []
             results = []
             for i, ((kind, what), aval) in enumerate(zip(self.lowered.outputs, self.out_avals)):

@@ -19,6 +19,7 @@ import numpy as np
 import flux
 
 from ._lower import lower_graph, mx_dtype, mx_shape
+from ._store import copy_in
 
 __all__ = ["NATIVE", "OptimiserState", "TrainStep", "Unsupported"]
 
@@ -34,23 +35,22 @@ class OptimiserState:
 
     def __init__(self, opt, store):
         self.opt, self.store = opt, store
-        self._slots: dict[int, list] = {}      # id(Param) -> [Param, *NDArrays, step count]
+        self._slots: dict[int, list] = {}  # id(Param) -> [Param, *NDArrays, (step,) shape]
         self.stateful = not isinstance(opt, flux.SGD)
         self.version = None
 
     def slots(self, p) -> list:
         found = self._slots.get(id(p))
-        weight = self.store.array(p)
-        if found is None or found[0] is not p or (len(found) > 1 and
-                                                  found[1].shape != weight.shape):
+        if found is None or found[0] is not p or found[-1] != p.shape:
+            weight = self.store.array(p)
             zeros = lambda: mx.nd.zeros(weight.shape, ctx=weight.context,  # noqa: E731
                                         dtype=weight.dtype)
             if isinstance(self.opt, flux.Momentum):
-                found = [p, zeros()]
+                found = [p, zeros(), p.shape]
             elif isinstance(self.opt, flux.ADAM):
-                found = [p, zeros(), zeros(), 0]
+                found = [p, zeros(), zeros(), 0, p.shape]
             else:
-                found = [p]
+                found = [p, p.shape]
             self._slots[id(p)] = found
             self.version = None
         return found
@@ -153,6 +153,7 @@ class TrainStep:
         self.params = list(graph.param_objs)
         self.inputs = [mx.nd.empty(lowered.shapes[n], ctx=ctx, dtype=lowered.dtypes[n])
                        for n in lowered.input_names]
+        self.input_shapes = [lowered.shapes[n] for n in lowered.input_names]
         args = dict(zip(lowered.input_names, self.inputs))
         args.update((n, store.array(p)) for n, p in zip(lowered.param_names, self.params))
         args.update((n, mx.nd.array(v, ctx=ctx, dtype=v.dtype))
@@ -174,8 +175,8 @@ class TrainStep:
 
     def __call__(self, leaves, state: OptimiserState) -> float:
         self.store.sync(self.params)
-        for array, x in zip(self.inputs, leaves):
-            array[:] = x.reshape(array.shape)
+        for array, shape, x in zip(self.inputs, self.input_shapes, leaves):
+            copy_in(array, x, shape)
         executor = self.executor
         executor.forward(is_train=True)
         executor.backward(out_grads=self.head)
