@@ -101,6 +101,49 @@ def test_train_updates_the_original_model():
     assert flux.mse(m(x), y) < losses[0]
 
 
+@pytest.mark.parametrize("opt", [flux.SGD(0.1), flux.Momentum(0.05, 0.9), flux.ADAM(0.01)],
+                         ids=["SGD", "Momentum", "ADAM"])
+def test_train_and_update_run_the_optimiser_in_mxnet(opt, monkeypatch):
+    m, ref = mlp(3), mlp(3)
+    c = flux.mxnet(m)
+    x, y = f32(8, 4, seed=1), f32(8, 3, seed=2)
+    monkeypatch.setattr(type(opt), "apply", lambda *a: pytest.fail("updated in NumPy"))
+    flux.train(c, [(x, y)] * 3, opt=opt)
+    flux.back(c, np.ones((8, 3), np.float32), x)
+    flux.update(c, opt)
+    monkeypatch.undo()
+    ref_opt = type(opt)(*opt.settings())
+    flux.train(ref, [(x, y)] * 3, opt=ref_opt)
+    flux.back(ref, np.ones((8, 3), np.float32), x)
+    flux.update(ref, ref_opt)
+    for p, q in zip(flux.params(m).values(), flux.params(ref).values()):
+        np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
+
+
+def test_training_copies_nothing_back_until_a_param_is_read(monkeypatch):
+    fetched = []
+    fetch = flux_mxnet.ParamStore.fetch
+    monkeypatch.setattr(flux_mxnet.ParamStore, "fetch",
+                        lambda self, p: fetched.append(p) or fetch(self, p))
+    m = mlp(4)
+    kept = m.layers[0].W.value
+    flux.train(flux.mxnet(m), [(f32(8, 4), f32(8, 3))] * 4, opt=flux.SGD(0.1))
+    assert fetched == []
+    assert m.layers[0].W.value is kept and len(fetched) == 1
+
+
+def test_the_ctx_option_is_checked_when_compiling():
+    m = mlp()
+    x = f32(2, 4)
+    np.testing.assert_allclose(flux.compile(m, "mxnet", ctx=mx.cpu(0))(x), m(x),
+                               rtol=RTOL, atol=ATOL)
+    with pytest.raises(flux.FluxTypeError, match="mx.Context"):
+        flux.compile(m, "mxnet", ctx="gpu")
+    if mx.context.num_gpus() == 0:
+        with pytest.raises(flux.BackendError, match="gpu\\(0\\) cannot be used"):
+            flux.compile(m, "mxnet", ctx=mx.gpu(0))
+
+
 def test_a_closure_over_a_param():
     W = param(f32(3, 2, seed=1))
 
@@ -207,6 +250,27 @@ def test_module_fits_one_epoch_with_an_ndarray_iter():
     flux_mxnet.set_params(m, mod.get_params()[0])
     np.testing.assert_allclose(m.layers[0].W.value,
                                mod.get_params()[0]["layers.0.W"].asnumpy())
+
+
+@pytest.mark.filterwarnings(FIT_WARNING)
+@pytest.mark.parametrize("kvstore", ["local", "device", "kvstore object"])
+def test_module_fits_through_a_kvstore(kvstore):
+    m = mlp(8)
+    x = f32(40, 4, seed=3)
+    y = (x[:, 0] > 0).astype(np.float32) + (x[:, 2] > 0)
+    mod = flux_mxnet.module(m, (10, 4), loss="softmax")
+    store = mx.kv.create("local") if kvstore == "kvstore object" else kvstore
+    it = mx.io.NDArrayIter(x, y, batch_size=10)
+    before = mod.score(it, "ce")[0][1]
+    it.reset()
+    mod.fit(it, num_epoch=3, kvstore=store, optimizer="sgd",
+            optimizer_params={"learning_rate": 0.5})
+    it.reset()
+    assert mod.score(it, "ce")[0][1] < before
+    flux_mxnet.set_params(m, mod.get_params()[0])
+    it.reset()
+    logits = mod.predict(it).asnumpy()
+    np.testing.assert_allclose(flux.softmax(m(x)), logits, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.filterwarnings(FIT_WARNING)

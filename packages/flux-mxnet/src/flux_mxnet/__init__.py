@@ -1,7 +1,9 @@
 """flux-mxnet: flux's MXNet backend plugin.
 
 ``flux.mxnet(model)`` (or ``flux.compile(model, backend="mxnet", ctx=mx.cpu())``) runs the
-model's graphs as MXNet executors; `symbol` and `module` hand the model to MXNet's own API.
+model's graphs as MXNet executors; `flux.train`/`flux.update` run MXNet's backward and its
+optimiser operators on one shared NDArray per Param (`ParamStore`); `symbol` and `module` hand
+the model to MXNet's own API (Module, its optimisers and kvstores).
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import flux.hookspecs as hs  # noqa: E402
 
 from ._compiled import MXNetCompiled  # noqa: E402
 from ._native import module, set_params, symbol  # noqa: E402
+from ._store import ParamStore  # noqa: E402
 
-__all__ = ["MXNetBackend", "MXNetCompiled", "symbol", "module", "set_params", "flux_backends"]
+__all__ = ["MXNetBackend", "MXNetCompiled", "ParamStore", "symbol", "module", "set_params",
+           "flux_backends"]
 
 
 class MXNetBackend(hs.Backend):

@@ -7,7 +7,7 @@ import weakref
 import mxnet as mx
 import numpy as np
 
-from flux import BackendError, Compiled
+from flux import BackendError, Compiled, FluxTypeError
 from flux._compile import unwrap
 from flux._param import epoch
 from flux._source import user_facing
@@ -93,6 +93,22 @@ def backend_error(error: Exception, graph) -> BackendError:
                         f"  at {source.file}:{source.line}", trace=source.frames)
 
 
+def usable_context(ctx) -> mx.Context:
+    """`ctx` if MXNet can allocate on it, else a BackendError saying why (a GPU context on a
+    CPU-only MXNet build fails only at the first allocation otherwise)."""
+    if not isinstance(ctx, mx.Context):
+        raise FluxTypeError(f"mxnet backend: ctx= takes an mx.Context (mx.cpu(), mx.gpu(0)), "
+                            f"found {type(ctx).__name__}")
+    try:
+        mx.nd.zeros((1,), ctx=ctx).wait_to_read()
+    except mx.base.MXNetError as error:
+        reason = next((line.strip() for line in str(error).splitlines()
+                       if line.startswith("MXNetError")), str(error).strip().splitlines()[-1])
+        raise BackendError(f"mxnet backend: the context {ctx} cannot be used here: {reason}",
+                           trace=[]) from error
+    return ctx
+
+
 class MXNetCompiled(Compiled):
     """A flux model compiled for MXNet: every graph flux builds for it (forward, `back`,
     training steps, unrolled and carried-state graphs alike) runs as one bound executor, and
@@ -105,7 +121,7 @@ class MXNetCompiled(Compiled):
             raise TypeError(f"the mxnet backend takes the option ctx= only, given "
                             f"{sorted(options)}")
         super().__init__(model, backend, {})
-        self.ctx = ctx
+        self.ctx = usable_context(ctx)
         self.store = ParamStore(ctx)
         self._trainers: dict = {}                    # id(step) -> (step, TrainStep)
         self._optimisers = weakref.WeakKeyDictionary()     # optimiser -> OptimiserState
