@@ -314,3 +314,19 @@ def test_an_mxnet_error_is_a_backend_error_at_the_equation(monkeypatch):
 def test_a_shape_error_is_found_before_mxnet_runs():
     with pytest.raises(flux.ShapeError):
         flux.mxnet(mlp())(f32(3, 5))
+
+
+def test_a_numpy_function_the_backend_cannot_take_names_it_the_backend_and_the_line():
+    @net
+    class Sorted:
+        def __init__(self):
+            self.W = param(np.eye(3))
+
+        def __call__(self, x):
+            return np.sort(x @ self.W)
+
+    with pytest.raises(flux.TraceError) as info:
+        flux.mxnet(Sorted())(f32(3, 3))
+    message = str(info.value)
+    assert "np.sort" in message and "mxnet backend" in message
+    assert f"{__file__}:" in message
