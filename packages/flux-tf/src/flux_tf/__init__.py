@@ -11,6 +11,13 @@ flux-core finds this backend through the ``flux`` entry-point group; it never im
 """
 from __future__ import annotations
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:             # flux-tf installed without one of its TF extras
+    raise ImportError("flux-tf needs TensorFlow 2.16 or newer, and none is installed: pip "
+                      "install 'flux-tf[cpu]' (tensorflow-cpu), 'flux-tf[gpu]' "
+                      "(tensorflow[and-cuda]), or the TensorFlow of your choice") from error
+
 from flux.hookspecs import Backend, hookimpl
 
 from ._compiled import TFCompiled, Variables, lower_graph
