@@ -1,6 +1,9 @@
-"""Shared test oracles (plain NumPy) and source-line helpers for the core suites."""
+"""Shared test oracles (plain NumPy), source-line helpers and installation facts for the core
+suites."""
+import importlib.metadata
 import inspect
 import os
+import re
 
 import numpy as np
 
@@ -147,3 +150,12 @@ def check_back(model, x, oracle, seed=1):
     assert_grad_close(dx, fd_grad(loss, x64), name="input")
     for key, q in flux.params(model).items():
         assert_grad_close(q.grad, fd_grad(loss, p[key]), name=key)
+
+
+def version_of(distribution: str) -> tuple[int, ...]:
+    """The installed version's leading numbers, ``(0,)`` if it is not installed."""
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return (0,)
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])

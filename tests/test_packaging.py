@@ -17,6 +17,7 @@ from urllib.request import url2pathname
 import pytest
 
 import flux
+from helpers import version_of
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "packages" / "flux-core"
@@ -42,15 +43,6 @@ def path_of(url: str) -> Path:
 def requirement_name(requirement: str) -> str:
     name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement).group(0)
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def version_of(distribution: str) -> tuple[int, ...]:
-    """The installed version's leading numbers, ``(0,)`` if it is not installed."""
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return (0,)
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
 
 @pytest.fixture(scope="module")

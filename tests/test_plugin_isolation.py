@@ -18,7 +18,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import re
 import shutil
 import site
 import subprocess
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 
 import flux
+from helpers import version_of
 
 FIXTURES = Path(__file__).parent / "plugin_fixtures"
 TIMEOUT = 120
@@ -120,15 +120,6 @@ def pip(*args) -> subprocess.CompletedProcess:
     """This environment's pip, offline and quiet."""
     return checked(run(sys.executable, "-m", "pip", "--disable-pip-version-check",
                        "--no-input", "--quiet", *args))
-
-
-def version_of(distribution: str) -> tuple[int, ...]:
-    """The installed version's leading numbers, ``(0,)`` if it is not installed."""
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return (0,)
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
 
 def require_tools() -> None:

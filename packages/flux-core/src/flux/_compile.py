@@ -236,15 +236,7 @@ class Compiled:
 
         Returns ``(loss, params, grads)`` with `params` the graph's Param objects.
         """
-        if self._epoch != epoch.value:
-            self._refresh()
-        if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == self._dtype:
-            step = self._fast.get((loss, x.shape, y.shape))
-            if step is not None:
-                outs = step.run(x, y)
-                return outs[0], step.params, outs[1:]
-        (x, y), _ = unwrap((x, y))
-        step, leaves = self._step(loss, x, y)
+        step, leaves = self.training_step(loss, x, y)
         graph = step.graph
         outs = step.run(*leaves, *self._carried(graph))
         self._keep_carried(graph, outs, 1)
@@ -267,6 +259,19 @@ class Compiled:
         """Apply `opt` to the Params `ps` with the gradients `grads` (`flux.update`); backends
         that keep parameters themselves override this to update on their side."""
         opt.apply(ps, grads)
+
+    def training_step(self, loss, x, y) -> tuple:
+        """``(step, leaves)``: the `_TrainStep` for ``loss(model(x), y)`` (built on first use)
+        and the flat input arrays. Plain arrays of the model's dtype, the common case, take a
+        shortcut past argument flattening; backends' `train_step` start here too."""
+        if self._epoch != epoch.value:
+            self._refresh()
+        if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == self._dtype:
+            step = self._fast.get((loss, x.shape, y.shape))
+            if step is not None:
+                return step, (x, y)
+        (x, y), _ = unwrap((x, y))
+        return self._step(loss, x, y)
 
     def _step(self, loss, x, y):
         if self._epoch != epoch.value:

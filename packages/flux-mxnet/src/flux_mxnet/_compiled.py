@@ -8,8 +8,6 @@ import mxnet as mx
 import numpy as np
 
 from flux import BackendError, Compiled, FluxTypeError
-from flux._compile import unwrap
-from flux._param import epoch
 from flux._source import user_facing
 
 from ._lower import equation_of, lower_graph, nd_array
@@ -145,15 +143,7 @@ class MXNetCompiled(Compiled):
         if type(opt) not in NATIVE:
             return super().train_step(loss, opt, x, y)
         try:
-            if self._epoch != epoch.value:
-                self._refresh()
-            if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == \
-                    self._dtype:
-                trainer = self._fast.get((_TRAIN, loss, x.shape, y.shape))
-                if trainer is not None:
-                    return trainer((x, y), self._optimiser_state(opt))
-            (x, y), _ = unwrap((x, y))
-            step, leaves = self._step(loss, x, y)
+            step, leaves = self.training_step(loss, x, y)
             found = self._trainers.get(id(step))
             trainer = found[1] if found is not None and found[0] is step else None
             if trainer is None:
@@ -166,8 +156,6 @@ class MXNetCompiled(Compiled):
                 self._trainers[id(step)] = (step, trainer)
             if trainer is _CORE_STEP:
                 return super().train_step(loss, opt, x, y)
-            if self._fast.get((loss, leaves[0].shape, leaves[1].shape)) is step:
-                self._fast[(_TRAIN, loss, leaves[0].shape, leaves[1].shape)] = trainer
             try:
                 return trainer(leaves, self._optimiser_state(opt))
             except mx.base.MXNetError as error:
@@ -187,5 +175,4 @@ class MXNetCompiled(Compiled):
         state.update(ps, [nd_array(np.asarray(g, p.dtype), self.ctx) for p, g in zip(ps, grads)])
 
 
-_TRAIN = object()       # marks training-step entries in `Compiled._fast`
 _CORE_STEP = object()   # a step that runs as core's (gradients here, update in NumPy)

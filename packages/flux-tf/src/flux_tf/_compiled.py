@@ -22,8 +22,6 @@ import tensorflow as tf
 
 import flux
 from flux import Compiled
-from flux._compile import unwrap
-from flux._param import epoch
 from flux._source import user_facing
 
 from ._lower import backend_error, build
@@ -148,26 +146,15 @@ class TFCompiled(Compiled):
         if type(opt) not in _NATIVE:
             return super().train_step(loss, opt, x, y)
         try:
-            if self._epoch != epoch.value:
-                self._refresh()
-            if type(x) is np.ndarray and type(y) is np.ndarray and x.dtype == y.dtype == \
-                    self._dtype:
-                trainer = self._fast.get((_TRAIN, opt, loss, x.shape, y.shape))
-                if trainer is not None and trainer.state.opt is opt:
-                    return trainer((x, y))
-            (x, y), _ = unwrap((x, y))
-            step, leaves = self._step(loss, x, y)
+            step, leaves = self.training_step(loss, x, y)
             state = self._optimiser_state(opt)
             per_step = self._trainers[opt][1]
             trainer = per_step.get(id(step))
             if trainer is None or trainer.step is not step:
                 trainer = per_step[id(step)] = _TrainFunction(self, step, state)
-            if self._fast.get((loss, leaves[0].shape, leaves[1].shape)) is step:
-                self._fast[(_TRAIN, opt, loss, leaves[0].shape, leaves[1].shape)] = trainer
             return trainer(leaves)
         except Exception as error:
             raise user_facing(error) from error.__cause__
-
 
     def _optimiser_state(self, opt) -> OptimiserState:
         found = self._trainers.get(opt)
@@ -204,7 +191,6 @@ class TFCompiled(Compiled):
 
 
 _NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)
-_TRAIN = object()     # marks training-step entries in `Compiled._fast`
 
 
 class _TrainFunction:
