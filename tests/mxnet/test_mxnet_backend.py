@@ -36,7 +36,7 @@ def test_shorthand_and_compile_give_the_models_results():
 
 def test_an_unknown_option_is_a_type_error():
     with pytest.raises(TypeError, match="ctx"):
-        flux.mxnet(mlp(), device="gpu")
+        flux.mxnet(mlp(), precision="high")
 
 
 def test_tuple_inputs_and_outputs():
@@ -137,11 +137,17 @@ def test_the_ctx_option_is_checked_when_compiling():
     x = f32(2, 4)
     np.testing.assert_allclose(flux.compile(m, "mxnet", ctx=mx.cpu(0))(x), m(x),
                                rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(flux.compile(m, "mxnet", device="cpu")(x), m(x),
+                               rtol=RTOL, atol=ATOL)
     with pytest.raises(flux.FluxTypeError, match="mx.Context"):
-        flux.compile(m, "mxnet", ctx="gpu")
+        flux.compile(m, "mxnet", ctx="tpu")
+    with pytest.raises(TypeError, match="not both"):
+        flux.compile(m, "mxnet", ctx=mx.cpu(), device="cpu")
     if mx.context.num_gpus() == 0:
         with pytest.raises(flux.BackendError, match="gpu\\(0\\) cannot be used"):
             flux.compile(m, "mxnet", ctx=mx.gpu(0))
+        with pytest.raises(flux.BackendError, match="gpu\\(1\\) cannot be used"):
+            flux.compile(m, "mxnet", device="gpu:1")
 
 
 def test_a_closure_over_a_param():

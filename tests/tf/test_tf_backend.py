@@ -150,7 +150,21 @@ def test_jit_compile_option_and_unknown_options():
     np.testing.assert_allclose(flux.compile(m, "tf", jit_compile=True)(x), m(x),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="jit_compile"):
-        flux.compile(m, "tf", device="gpu9")
+        flux.compile(m, "tf", precision="high")
+
+
+def test_the_device_option_places_variables_and_is_checked():
+    m = Chain(Affine(4, 3), flux.tanh)
+    x = rand(2, 4)
+    t = flux.compile(m, "tf", device="cpu")
+    np.testing.assert_allclose(t(x), m(x), rtol=1e-5, atol=1e-6)
+    flux.train(t, [(x, rand(2, 3))], opt=flux.Momentum(0.1))
+    assert all(v.device.endswith("CPU:0") for v in flux_tf.variables(m) + [
+        rec[1] for rec in t.variables._records.values()])
+    with pytest.raises(flux.BackendError, match="no device /GPU:7"):
+        flux.compile(m, "tf", device="gpu:7")
+    with pytest.raises(flux.FluxValueError, match="device="):
+        flux.compile(m, "tf", device="the fast one")
 
 
 def test_tensor_eager_and_in_tf_function_with_gradient_tape():

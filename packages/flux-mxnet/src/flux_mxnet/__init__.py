@@ -22,7 +22,8 @@ __all__ = ["MXNetBackend", "MXNetCompiled", "ParamStore", "symbol", "module", "s
 
 
 class MXNetBackend(hs.Backend):
-    """The ``mxnet`` backend. Option: ``ctx`` (an `mx.Context`, default ``mx.cpu()``)."""
+    """The ``mxnet`` backend. Option: ``ctx`` or its synonym ``device`` (an `mx.Context`, or
+    ``"cpu"``, ``"gpu"``, ``"gpu:1"``; default the CPU)."""
 
     name = "mxnet"
     package = "flux-mxnet"

@@ -2,6 +2,7 @@
 shared by every executor of a compiled model, MXNet errors mapped back to equations."""
 from __future__ import annotations
 
+import re
 import weakref
 
 import mxnet as mx
@@ -91,6 +92,18 @@ def backend_error(error: Exception, graph) -> BackendError:
                         f"  at {source.file}:{source.line}", trace=source.frames)
 
 
+def mx_context(device) -> mx.Context:
+    """The MXNet context for a ``ctx=``/``device=`` option: an `mx.Context`, ``"cpu"``,
+    ``"gpu"``, ``"gpu:1"`` or None (the CPU)."""
+    if device is None or isinstance(device, mx.Context):
+        return device or mx.cpu()
+    match = re.fullmatch(r"(cpu|gpu)(?::(\d+))?", str(device).strip().lower())
+    if match is None:
+        raise FluxTypeError(f"mxnet backend: ctx=/device= takes an mx.Context (mx.cpu(), "
+                            f"mx.gpu(0)) or 'cpu', 'gpu', 'gpu:1'; found {device!r}")
+    return mx.Context(match.group(1), int(match.group(2) or 0))
+
+
 def usable_context(ctx) -> mx.Context:
     """`ctx` if MXNet can allocate on it, else a BackendError saying why (a GPU context on a
     CPU-only MXNet build fails only at the first allocation otherwise)."""
@@ -114,10 +127,13 @@ class MXNetCompiled(Compiled):
 
     def __init__(self, model, backend, options):
         options = dict(options)
-        ctx = options.pop("ctx", None) or mx.cpu()
+        ctx, device = options.pop("ctx", None), options.pop("device", None)
         if options:
-            raise TypeError(f"the mxnet backend takes the option ctx= only, given "
+            raise TypeError(f"the mxnet backend takes the options ctx= and device=, given "
                             f"{sorted(options)}")
+        if ctx is not None and device is not None:
+            raise TypeError("the mxnet backend takes ctx= or device= (the same thing), not both")
+        ctx = mx_context(device if device is not None else ctx)
         super().__init__(model, backend, {})
         self.ctx = usable_context(ctx)
         self.store = ParamStore(ctx)

@@ -28,14 +28,17 @@ __all__ = ["TFBackend", "TFCompiled", "tensor", "keras_layer", "keras_objects", 
 
 
 class TFBackend(Backend):
-    """Runs flux graphs as `tf.function`s. Options: ``jit_compile`` (XLA, default False) and
-    ``check_numerics`` (every floating result checked for NaN/Inf, naming the equation)."""
+    """Runs flux graphs as `tf.function`s. Options: ``jit_compile`` (XLA, default False),
+    ``check_numerics`` (every floating result checked for NaN/Inf, naming the equation) and
+    ``device`` (``"cpu"``, ``"gpu"``, ``"gpu:1"``, ``"/GPU:0"``: where the variables live and
+    the functions run; default TensorFlow's placement)."""
 
     name = "tf"
     package = "flux-tf"
 
     def lower(self, graph, options: dict):
-        return lower_graph(graph, Variables(), TFCompiled.check_options(options))
+        options = TFCompiled.check_options(options)
+        return lower_graph(graph, Variables(options.get("device")), options)
 
     def compile(self, model, options: dict):
         return TFCompiled(model, self, options)

@@ -14,14 +14,16 @@ from its variable the next time it is read.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
 import flux
-from flux import Compiled
+from flux import BackendError, Compiled, FluxValueError
 from flux._source import user_facing
 
 from ._lower import backend_error, build
@@ -29,7 +31,29 @@ from ._optimisers import OptimiserState
 
 __all__ = ["TFCompiled", "Variables"]
 
-OPTIONS = ("jit_compile", "check_numerics")
+OPTIONS = ("jit_compile", "check_numerics", "device")
+
+_DEVICE = re.compile(r"/?(?:device:)?(cpu|gpu|tpu)(?::(\d+))?", re.IGNORECASE)
+
+
+def tf_device(name) -> str:
+    """The TF device name for a ``device=`` option (``"cpu"``, ``"gpu"``, ``"gpu:1"``,
+    ``"/GPU:0"``), checked against the devices TensorFlow sees here."""
+    match = _DEVICE.fullmatch(str(name).strip())
+    if match is None:
+        raise FluxValueError(f"tf backend: device= takes 'cpu', 'gpu', 'gpu:1' or a TF device "
+                             f"name such as '/GPU:0'; found {name!r}")
+    wanted = f"/{match.group(1).upper()}:{match.group(2) or 0}"
+    here = [d.name.replace("/device:", "/") for d in tf.config.list_logical_devices()]
+    if wanted not in here:
+        raise BackendError(f"tf backend: there is no device {wanted} here; TensorFlow sees "
+                           f"{', '.join(here)}", trace=[])
+    return wanted
+
+
+def placed(device):
+    """``with placed(device):`` puts what is created inside on `device` (None: TF's choice)."""
+    return tf.device(device) if device else contextlib.nullcontext()
 
 
 class Variables:
@@ -40,14 +64,16 @@ class Variables:
     (after a training step or a Keras `fit`), which the Params fetch from them (`fetch`) when
     next read."""
 
-    def __init__(self):
+    def __init__(self, device=None):
         self._records: dict[int, list] = {}
+        self.device = device
 
     def record(self, p) -> list:
         rec = self._records.get(id(p))
         if rec is None or rec[0] is not p or tuple(rec[1].shape) != p.shape:
             version = p.version
-            rec = [p, tf.Variable(p.peek(), trainable=True), version]
+            with placed(self.device):
+                rec = [p, tf.Variable(p.peek(), trainable=True), version]
             self._records[id(p)] = rec
         return rec
 
@@ -83,7 +109,12 @@ def concrete_function(fn, graph, options):
     """`fn` traced once for the graph's input signature (fixed shapes), as the concrete
     function to call (it skips `tf.function`'s per-call argument matching)."""
     spec = [tf.TensorSpec(v.aval.shape, tf.as_dtype(v.aval.dtype)) for v in graph.inputs]
-    traced = tf.function(fn, input_signature=spec,
+    device = options.get("device")
+
+    def on_device(*xs):
+        with placed(device):
+            return fn(*xs)
+    traced = tf.function(on_device, input_signature=spec,
                          jit_compile=bool(options.get("jit_compile", False)))
     try:
         return traced.get_concrete_function()
@@ -121,7 +152,7 @@ class TFCompiled(Compiled):
 
     def __init__(self, model, backend, options=None):
         super().__init__(model, backend, self.check_options(options))
-        self.variables = Variables()
+        self.variables = Variables(self.options.get("device"))
         self._trainers = weakref.WeakKeyDictionary()    # optimiser -> (state, {step id: fn})
         self._updaters = weakref.WeakKeyDictionary()    # optimiser -> {Params: fn}
 
@@ -132,6 +163,8 @@ class TFCompiled(Compiled):
         if unknown:
             raise TypeError(f"the tf backend takes the options {', '.join(OPTIONS)}; "
                             f"given {', '.join(unknown)}")
+        if options.get("device") is not None:
+            options["device"] = tf_device(options["device"])
         return options
 
     def lower(self, graph):

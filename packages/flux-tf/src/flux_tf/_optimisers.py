@@ -78,7 +78,9 @@ class OptimiserState:
     def slots(self, p, variable) -> tuple:
         found = self._slots.get(id(p))
         if found is None or found[0] is not p or found[1] is not variable:
-            zeros = lambda: tf.Variable(tf.zeros_like(variable), trainable=False)  # noqa: E731
+            def zeros():
+                with tf.device(variable.device):          # beside the parameter
+                    return tf.Variable(tf.zeros_like(variable), trainable=False)
             if isinstance(self.opt, flux.Momentum):
                 extra = (zeros(),)
             elif isinstance(self.opt, flux.ADAM):
