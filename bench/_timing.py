@@ -19,3 +19,21 @@ def side_by_side(contenders: dict, repeats: int, calls: int) -> dict:
             run(calls)
             times[name].append((time.perf_counter() - start) / calls)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def print_times(title: str, times: dict, unit: str = "µs", scale: float = 1e6) -> None:
+    """`title`, then one line per contender: its name and time (seconds × `scale` in `unit`)."""
+    print(title)
+    for name, t in times.items():
+        print(f"  {name:12s} {t * scale:9.1f} {unit}")
+
+
+def print_ratio(times: dict, ours: str, theirs, note: str = "") -> float:
+    """Print and return ``times[ours] / times[theirs]`` (the fastest of several if a list)."""
+    names = [theirs] if isinstance(theirs, str) else list(theirs)
+    best = min(times[n] for n in names)
+    label = names[0] if len(names) == 1 else "fastest hand-written"
+    ratio = times[ours] / best
+    print(f"  ratio {ours} / {label}: {ratio:.3f}" + (f" ({note})" if note else ""))
+    return ratio
+

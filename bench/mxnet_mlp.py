@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 import flux
-from _timing import side_by_side
+from _timing import print_ratio, print_times, side_by_side
 
 SIZES, BATCH, LR = (64, 128, 128, 10), 128, 0.01
 
@@ -129,20 +129,13 @@ def main():
     for run in contenders.values():
         run(5)                                      # bind, trace and warm up
     times = side_by_side(contenders, args.repeats, args.steps)
-    best = min(times["module"], times["gluon"])
-    print(f"MLP training step {SIZES} batch {BATCH} (median of {args.repeats} x {args.steps}):")
-    for name, t in times.items():
-        print(f"  {name:12s} {t * 1e6:9.1f} µs")
-    print(f"  ratio flux.mxnet / fastest hand-written: {times['flux.mxnet'] / best:.3f} "
-          f"(target ≤ 1.05)")
+    print_times(f"MLP training step {SIZES} batch {BATCH} (median of {args.repeats} x "
+                f"{args.steps}):", times)
+    print_ratio(times, "flux.mxnet", ["module", "gluon"], "target ≤ 1.05")
 
-    over = overhead_contenders()
-    times = side_by_side(over, args.repeats, 20 * args.steps)
-    print("Call overhead, Affine(4, 2) on one point:")
-    for name, t in times.items():
-        print(f"  {name:12s} {t * 1e6:9.1f} µs")
-    print(f"  ratio flux.mxnet / executor: {times['flux.mxnet'] / times['executor']:.3f} "
-          f"(target ≤ 1.5)")
+    times = side_by_side(overhead_contenders(), args.repeats, 20 * args.steps)
+    print_times("Call overhead, Affine(4, 2) on one point:", times)
+    print_ratio(times, "flux.mxnet", "executor", "target ≤ 1.5")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 import flux  # noqa: E402
-from _timing import side_by_side  # noqa: E402
+from _timing import print_ratio, print_times, side_by_side  # noqa: E402
 
 LR, N_IN, N_OUT = 0.01, 128, 256
 
@@ -67,11 +67,10 @@ def main():
     for run in contenders.values():
         run(2)                                         # warm up
     times = side_by_side(contenders, args.repeats, args.calls)
-    print(f"LSTM({N_IN}→{N_OUT}) unrolled {args.steps} steps, batch {args.batch}, float32, "
-          f"training step (median of {args.repeats} x {args.calls}):")
-    for name, t in times.items():
-        print(f"  {name:10s} {t * 1e3:8.1f} ms/step")
-    print(f"  ratio flux.tf / keras = {times['flux.tf'] / times['keras']:.3f}  (aim ≤ 1.2)")
+    print_times(f"LSTM({N_IN}→{N_OUT}) unrolled {args.steps} steps, batch {args.batch}, "
+                f"float32, training step (median of {args.repeats} x {args.calls}):", times,
+                "ms/step", 1e3)
+    print_ratio(times, "flux.tf", "keras", "aim ≤ 1.2")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import flux  # noqa: E402
-from _timing import side_by_side  # noqa: E402
+from _timing import print_ratio, print_times, side_by_side  # noqa: E402
 
 SIZES, BATCH, LR = (64, 128, 128, 10), 128, 0.01
 
@@ -120,21 +120,15 @@ def main():
     for run in contenders.values():
         run(5)                                      # trace and warm up
     times = side_by_side(contenders, args.repeats, args.steps)
-    best = min(times["keras"], times["tf.function"])
-    print(f"MLP training step {SIZES} batch {BATCH} (median of {args.repeats} x {args.steps}):")
-    for name, t in times.items():
-        print(f"  {name:12s} {t * 1e6:9.1f} µs")
-    print(f"  ratio flux.tf / fastest hand-written: {times['flux.tf'] / best:.3f} (target ≤ 1.05)")
-    print(f"  ratio flux.tf / concrete fn: {times['flux.tf'] / times['concrete fn']:.3f}")
+    print_times(f"MLP training step {SIZES} batch {BATCH} (median of {args.repeats} x "
+                f"{args.steps}):", times)
+    print_ratio(times, "flux.tf", ["keras", "tf.function"], "target ≤ 1.05")
+    print_ratio(times, "flux.tf", "concrete fn")
 
-    over = overhead_contenders()
-    times = side_by_side(over, args.repeats, 20 * args.steps)
-    print("Call overhead, Affine(4, 2) on one point:")
-    for name, t in times.items():
-        print(f"  {name:12s} {t * 1e6:9.1f} µs")
-    print(f"  ratio flux.tf / tf.function: {times['flux.tf'] / times['tf.function']:.3f} "
-          f"(target ≤ 1.5)")
-    print(f"  ratio flux.tf / concrete fn: {times['flux.tf'] / times['concrete fn']:.3f}")
+    times = side_by_side(overhead_contenders(), args.repeats, 20 * args.steps)
+    print_times("Call overhead, Affine(4, 2) on one point:", times)
+    print_ratio(times, "flux.tf", "tf.function", "target ≤ 1.5")
+    print_ratio(times, "flux.tf", "concrete fn")
 
 
 if __name__ == "__main__":
