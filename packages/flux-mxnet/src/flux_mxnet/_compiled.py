@@ -155,7 +155,7 @@ class MXNetCompiled(Compiled):
     def train_step(self, loss, opt, x, y) -> float:
         """Forward, MXNet's backward and the optimiser's update on the MXNet side (see
         `_training`); the Params fetch their new values when next read. Optimisers other
-        than SGD, Momentum and ADAM, and models with carried state, take core's step."""
+        than SGD, Momentum and ADAM take core's step."""
         if type(opt) not in NATIVE:
             return super().train_step(loss, opt, x, y)
         try:

@@ -141,14 +141,12 @@ class TrainStep:
 
     def __init__(self, compiled, step, names):
         graph = step.objective
-        if graph.carry_in or graph.carry_out:
-            raise Unsupported("carried state")
         input_names, param_names = names
-        self.graph, self.step = graph, step
+        self.graph, self.step, self.compiled = graph, step, compiled
         lowered = lower_graph(graph, input_names(len(graph.inputs)), param_names(graph),
                               fuse_affine=True)
-        if lowered.symbol is None or lowered.outputs[0][0] != "sym":
-            raise Unsupported("constant loss")
+        if lowered.symbol is None or any(kind != "sym" for kind, _ in lowered.outputs):
+            raise Unsupported("a constant output")
         ctx, store = compiled.ctx, compiled.store
         self.params = list(graph.param_objs)
         self.inputs = [mx.nd.empty(lowered.shapes[n], ctx=ctx, dtype=lowered.dtypes[n])
@@ -169,18 +167,30 @@ class TrainStep:
                                             args_grad=dict(zip((n for n, _ in trained),
                                                                self.grads)),
                                             grad_req=grad_req)
-        loss_dtype = mx_dtype(graph.outputs[0].aval.dtype)
-        self.head = [mx.nd.ones((1,), ctx=ctx, dtype=loss_dtype)]     # d loss / d loss
+        # d loss / d loss = 1; the carried hidden state (the other outputs) is not trained
+        # through: the gradient stops at the call boundary, as in core's step
+        self.head = [mx.nd.ones((1,), ctx=ctx, dtype=mx_dtype(graph.outputs[0].aval.dtype))]
+        self.head += [mx.nd.zeros(mx_shape(a.aval.shape), ctx=ctx, dtype=mx_dtype(a.aval.dtype))
+                      for a in graph.outputs[1:]]
+        self.carried = [a.aval for a in graph.outputs[1:]]
         self.store = store
 
     def __call__(self, leaves, state: OptimiserState) -> float:
+        compiled, graph = self.compiled, self.graph
         self.store.sync(self.params)
+        if graph.carry_in:
+            leaves = [*leaves, *compiled._carried(graph)]
         for array, shape, x in zip(self.inputs, self.input_shapes, leaves):
             copy_in(array, x, shape)
         executor = self.executor
         executor.forward(is_train=True)
         executor.backward(out_grads=self.head)
-        value = float(executor.outputs[0].asnumpy()[0])
+        outs = executor.outputs
+        value = float(outs[0].asnumpy()[0])
+        if self.carried:
+            state_out = [o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
+                         for o, a in zip(outs[1:], self.carried)]
+            compiled._keep_carried(graph, [value, *state_out], 1)
         if math.isfinite(value):
             state.update(self.trained, self.grads)
         return value
