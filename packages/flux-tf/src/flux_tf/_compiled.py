@@ -114,7 +114,9 @@ def concrete_function(fn, graph, options):
     def on_device(*xs):
         with placed(device):
             return fn(*xs)
-    traced = tf.function(on_device, input_signature=spec,
+    # autograph=False: the lowering is plain Python building TF ops, with no Python control
+    # flow on tensors to convert; AutoGraph's per-call wrapping tripled tracing time
+    traced = tf.function(on_device, input_signature=spec, autograph=False,
                          jit_compile=bool(options.get("jit_compile", False)))
     try:
         return traced.get_concrete_function()
@@ -213,7 +215,8 @@ class TFCompiled(Compiled):
             def update(*gs):
                 with tf.control_dependencies([state.update(slots, list(gs))]):
                     return tf.constant(True)
-            fn = tf.function(update, input_signature=spec).get_concrete_function()
+            fn = tf.function(update, input_signature=spec,
+                             autograph=False).get_concrete_function()
             found = per_params[key] = (list(ps), records, fn)
         _, records, fn = found
         self.variables.sync(records)
