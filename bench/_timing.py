@@ -3,9 +3,12 @@ different (seeded) order each time, and the median per call is reported, so that
 from one run are robust to a noisy, shared machine."""
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
+
+import numpy as np
 
 
 def side_by_side(contenders: dict, repeats: int, calls: int) -> dict:
@@ -36,4 +39,19 @@ def print_ratio(times: dict, ours: str, theirs, note: str = "") -> float:
     ratio = times[ours] / best
     print(f"  ratio {ours} / {label}: {ratio:.3f}" + (f" ({note})" if note else ""))
     return ratio
+
+
+def steps_and_repeats(steps: int = 200, repeats: int = 7) -> argparse.Namespace:
+    """The command line of the MLP benchmarks: ``--steps`` per repeat and ``--repeats``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser.parse_args()
+
+
+def classification_batch(batch: int, n_in: int, n_classes: int, seed: int = 1) -> tuple:
+    """Float32 standard-normal inputs ``(batch, n_in)`` and one-hot targets of random classes."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, n_in), dtype=np.float32)
+    return x, np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, batch)]
 

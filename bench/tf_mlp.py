@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import flux  # noqa: E402
-from _timing import print_ratio, print_times, side_by_side  # noqa: E402
+from _timing import (classification_batch, print_ratio, print_times,  # noqa: E402
+                     side_by_side, steps_and_repeats)
 
 SIZES, BATCH, LR = (64, 128, 128, 10), 128, 0.01
 
@@ -100,6 +100,7 @@ def overhead_contenders():
     def run_bare(calls):
         for _ in range(calls):
             bare(x).numpy()
+
     def run_concrete(calls):
         for _ in range(calls):
             concrete(x).numpy()
@@ -107,13 +108,8 @@ def overhead_contenders():
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((BATCH, 64), dtype=np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
+    args = steps_and_repeats()
+    x, y = classification_batch(BATCH, SIZES[0], SIZES[-1])
     contenders = {"flux.tf": flux_contender(x, y), "keras": keras_contender(x, y),
                   "tf.function": tf_function_contender(x, y),
                   "concrete fn": tf_function_contender(x, y, concrete=True)}
