@@ -99,3 +99,31 @@ def test_numpy_backend_and_saving_see_deferred_values(tmp_path):
     fresh = flux.Affine(2, 1)
     flux.load(fresh, tmp_path / "m.npz")
     np.testing.assert_array_equal(fresh.W.value, 2)
+
+
+def test_copies_and_pickles_take_the_current_value_not_the_backend():
+    import copy
+    import pickle
+    p = Param(np.zeros(3))
+    store = Store()
+    store.values[id(p)] = np.array([1, 2, 3], np.float32)
+    p.defer(store)
+    q = copy.deepcopy(p)
+    assert q._source is None and p._source is None
+    np.testing.assert_array_equal(q.value, [1, 2, 3])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(p)).value, [1, 2, 3])
+
+
+class StateStore:
+    def fetch_state(self, opt):
+        return {"slots": "from the backend"}
+
+
+def test_copies_of_an_optimiser_take_its_current_state():
+    import copy
+    opt = flux.Momentum(0.1)
+    v = opt.defer_state(StateStore())
+    assert v == opt.state_version
+    twin = copy.deepcopy(opt)
+    assert twin.state == {"slots": "from the backend"} == opt.state
+    assert twin._state_source is None

@@ -371,3 +371,18 @@ def test_update_on_a_tf_model_runs_the_optimiser_in_tf(make, monkeypatch):
     for p, q in zip(flux.params(m).values(), flux.params(ref).values()):
         np.testing.assert_allclose(p.value, q.value, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_trained_on_tf_copies_and_pickles_with_its_trained_values():
+    import copy
+    import pickle
+    m, _ = twins()
+    opt = flux.ADAM(0.01)
+    x, y = rand(6, 4), rand(6, 2)
+    t = flux.tf(m)
+    flux.train(t, [(x, y)] * 3, opt=opt)
+    trained = t(x)
+    np.testing.assert_allclose(copy.deepcopy(m)(x), trained, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(m))(x), trained, rtol=1e-5, atol=1e-6)
+    twin = copy.deepcopy(opt)                 # the TF-side moments come along
+    assert sorted(twin.state_arrays({id(p): n for n, p in flux.params(m).items()}))

@@ -51,6 +51,12 @@ class Optimiser:
         self._state_version += 1
         return self._state_version
 
+    def __getstate__(self) -> dict:
+        """For copy and pickle: the current state, without the backend that holds it."""
+        state = dict(self.__dict__)
+        state["_state"], state["_state_source"] = self.state, None    # fetched if deferred
+        return state
+
     def _commit(self, new: dict) -> None:
         """Keep the slots computed by a step (`deltas` returns this as its commit)."""
         self.state.update(new)

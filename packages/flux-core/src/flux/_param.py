@@ -108,6 +108,12 @@ class Param:
         self._version += 1
         return self._version
 
+    def __getstate__(self) -> dict:
+        """For copy and pickle: the current value, without the backend that holds it."""
+        state = dict(self.__dict__)
+        state["_array"], state["_source"] = self._value, None    # fetched if deferred
+        return state
+
     @property
     def value(self) -> np.ndarray:
         array = self._value
