@@ -34,12 +34,17 @@ def line_of(marker, path):
     return hits[0]
 
 
+def line_containing(path, snippet: str) -> int:
+    """The one line of `path` that contains `snippet`."""
+    with open(path, encoding="utf-8") as f:
+        hits = [n for n, text in enumerate(f, 1) if snippet in text]
+    assert len(hits) == 1, (path, snippet, hits)
+    return hits[0]
+
+
 def affine_line():
     """The line of Affine's forward, ``x @ self.W + self.b``."""
-    with open(AFFINE_FILE, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if "return x @ self.W + self.b" in text]
-    assert len(hits) == 1
-    return hits[0]
+    return line_containing(AFFINE_FILE, "return x @ self.W + self.b")
 
 
 # -- recurrence oracles: each cell's equations as a NumPy loop, and finite differences ---------

@@ -17,7 +17,7 @@ import pytest
 import flux
 from flux import (GRU, LSTM, Affine, Batch, Chain, Recurrent, Seq, flatten, hcat, net, relu,
                   softmax, unroll, vcat, σ)
-from helpers import AFFINE_FILE, affine_line, line_of as _line_of
+from helpers import AFFINE_FILE, affine_line, line_containing, line_of as _line_of
 
 HERE = os.path.abspath(__file__)
 REPO = Path(HERE).parent.parent
@@ -31,10 +31,7 @@ def line_of(marker, path=None):
 
 def lstm_forget_line():
     """The line of LSTM's forward computing the forget gate."""
-    with open(RECURRENT_FILE, encoding="utf-8") as f:
-        hits = [n for n, text in enumerate(f, 1) if "forget = σ(x @ self.Wxf" in text]
-    assert len(hits) == 1
-    return hits[0]
+    return line_containing(RECURRENT_FILE, "forget = σ(x @ self.Wxf")
 
 
 def where(frames):

@@ -5,7 +5,7 @@ import pytest
 
 import flux
 from flux import Affine, Chain, Param, net, param, softmax, σ
-from helpers import np_sigmoid, np_softmax
+from helpers import fd_grad, np_sigmoid, np_softmax
 
 RNG = np.random.default_rng(1234)
 
@@ -488,19 +488,6 @@ def test_repr_of_net_function():
 # -- gradients of whole models against finite differences ----------------------------------------
 
 
-def _numeric_grad(f, x, eps=1e-6):
-    grad = np.zeros_like(x)
-    for i in np.ndindex(*x.shape):
-        old = x[i]
-        x[i] = old + eps
-        up = f()
-        x[i] = old - eps
-        down = f()
-        x[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
-
-
 def test_tlp_gradients_match_finite_differences():
     @net
     class TLP:
@@ -524,9 +511,9 @@ def test_tlp_gradients_match_finite_differences():
         return float(np.sum(np_softmax(h @ second.W.value + second.b.value) * delta))
 
     (gx,) = flux.back(m, delta, x)
-    np.testing.assert_allclose(gx, _numeric_grad(objective, x), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(gx, fd_grad(objective, x), rtol=1e-5, atol=1e-8)
     for path, p in flux.params(m).items():
-        np.testing.assert_allclose(p.grad, _numeric_grad(objective, p.value), rtol=1e-5,
+        np.testing.assert_allclose(p.grad, fd_grad(objective, p.value), rtol=1e-5,
                                    atol=1e-8, err_msg=path)
 
 
@@ -541,4 +528,4 @@ def test_shared_param_gradients_are_summed():
         return float(np.sum((np.tanh(x @ W.value + b1.value) @ W.value + b2.value) * delta))
 
     flux.back(m, delta, x)
-    np.testing.assert_allclose(W.grad, _numeric_grad(objective, W.value), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(W.grad, fd_grad(objective, W.value), rtol=1e-5, atol=1e-8)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import flux
 from flux.testing import assert_grads_close
+from helpers import fd_grad
 
 EXAMPLES = 25
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
@@ -93,30 +94,11 @@ def test_gradients_match_finite_differences(case, seed):
         return sum(float(np.sum(np.asarray(v) * d)) for v, d in
                    zip(leaves(model(x)), leaves(delta)))
     (gx,) = flux.back(model, delta, x)
-    eps = 1e-6
     for k, p in flux.params(model).items():
-        numeric = np.zeros(p.shape)
-        for i in np.ndindex(p.shape):
-            old = p.value[i]
-            p.value[i] = old + eps
-            up = objective()
-            p.value[i] = old - eps
-            down = objective()
-            p.value[i] = old
-            numeric[i] = (up - down) / (2 * eps)
         # scaled by the largest entry: with squares, entries span ten orders of magnitude and
         # the small ones carry the finite differences' rounding of the large ones
-        assert_grads_close(p.grad, numeric, rtol=1e-5, what=k)
-    numeric = np.zeros(shape)
-    for i in np.ndindex(shape):
-        old = x[i]
-        x[i] = old + eps
-        up = objective()
-        x[i] = old - eps
-        down = objective()
-        x[i] = old
-        numeric[i] = (up - down) / (2 * eps)
-    assert_grads_close(gx, numeric, rtol=1e-5, what="input gradient")
+        assert_grads_close(p.grad, fd_grad(objective, p.value), rtol=1e-5, what=k)
+    assert_grads_close(gx, fd_grad(objective, x), rtol=1e-5, what="input gradient")
 
 
 BAD = st.one_of(

@@ -187,7 +187,10 @@ def install_wheels(env: Env, python: Path, fresh_install: bool) -> bool:
         shutil.rmtree(_package_dir(package) / "build", ignore_errors=True)
     build = [python, "-m", "pip", "wheel", *PIP_QUIET, "--no-deps", "--no-build-isolation",
              "--quiet", "-w", wheels, *(str(_package_dir(p)) for p in env.packages)]
-    if _run(build, cwd=ROOT, env=_clean_environ()) != 0:
+    built = _run(build, cwd=ROOT, env=_clean_environ()) == 0
+    for package in env.packages:       # and leave no copy of the sources behind
+        shutil.rmtree(_package_dir(package) / "build", ignore_errors=True)
+    if not built:
         return False
     first = env.packages[0]
     extras = first[len(first.split("[", 1)[0]):]

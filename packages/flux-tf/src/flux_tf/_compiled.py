@@ -141,7 +141,6 @@ def lower_graph(graph, variables: Variables, options: dict):
             raise backend_error(error, graph) from error
         return _numpy(outs)
 
-    run.tf_function = fn
     return run
 
 
