@@ -1,11 +1,11 @@
 """Shared test setup: the IR checker runs on every graph flux builds; flux's warnings are errors."""
 import os
 
-os.environ["FLUX_CHECK_GRAPHS"] = "1"   # read when flux._ir is first imported
+os.environ["FLUX_CHECK_GRAPHS"] = "1"   # read when flux.ir.passes is first imported
 
-import flux._ir  # noqa: E402  (flux may already be imported by its pytest plugin: set it too)
+import flux.ir.passes  # noqa: E402  (flux may already be imported by its pytest plugin: set it too)
 
-flux._ir.CHECK_GRAPHS = True
+flux.ir.passes.CHECK_GRAPHS = True
 
 
 def pytest_configure(config):

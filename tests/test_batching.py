@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import flux
 from flux import FluxError, FluxTypeError, FluxValueError, ShapeError
-from flux._batching import (Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs,
+from flux.data.batch import (Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs,
                             unwrap)
 
 # One-hot DNA, columns [A, T, C, G] (the seed's x1, x2)

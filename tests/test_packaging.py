@@ -73,7 +73,7 @@ def test_the_imported_flux_is_the_installed_one(distribution):
 
 def test_the_numpy_backend_is_registered_as_an_entry_point(distribution):
     found = {(ep.group, ep.name): ep.value for ep in distribution.entry_points}
-    assert found.get(("flux", "numpy")) == "flux._numpy_backend"
+    assert found.get(("flux", "numpy")) == "flux.backends.numpy"
 
 
 def test_pip_resolves_flux_core_by_path_to_known_dependencies(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import flux
-import flux._plugins
+import flux.backends
 import flux.hookspecs
 from flux import Affine, Chain
 
@@ -54,13 +54,13 @@ def install(tmp_path, monkeypatch):
         if str(root) not in sys.path:
             monkeypatch.setattr(sys, "path", [*sys.path, str(root)])
         importlib.invalidate_caches()
-        flux._plugins.REGISTRY.reload()
+        flux.backends.REGISTRY.reload()
         return root
 
     yield install
     for module in FIXTURE_MODULES:
         sys.modules.pop(module, None)
-    flux._plugins.REGISTRY.reload()
+    flux.backends.REGISTRY.reload()
 
 
 def mlp():
@@ -119,8 +119,8 @@ def test_known_shorthands_exist_and_say_what_to_install(name, package):
 
 def test_the_numpy_backend_registers_through_the_flux_backends_hook():
     flux.backends()
-    manager = flux._plugins.REGISTRY.manager
-    numpy_plugin = importlib.import_module("flux._numpy_backend")
+    manager = flux.backends.REGISTRY.manager
+    numpy_plugin = importlib.import_module("flux.backends.numpy")
     assert manager.is_registered(numpy_plugin)
     impls = manager.hook.flux_backends.get_hookimpls()
     assert any(impl.plugin is numpy_plugin for impl in impls)

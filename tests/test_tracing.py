@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 import flux
-import flux._ir as ir
+import flux.ir as ir
 from flux import Affine, Chain, Param, net, param, softmax, σ
-from flux._autodiff import vjp
-from flux._compile import trace
-from flux._pytree import flatten
+from flux.backends import flatten, trace
+from flux.transforms.autodiff import vjp
 from helpers import AFFINE_FILE, affine_line, line_of as _line_of
 
 
@@ -38,13 +37,13 @@ def evaluate(graph, *xs):
     env = {}
     for var, x in zip(graph.inputs, xs):
         env[id(var)] = np.asarray(x)
-    for var, p in zip(graph.params, graph.param_objs):
+    for var, p in zip(graph.param_vars, graph.param_objs):
         env[id(var)] = p.value
     for var, value in zip(graph.consts, graph.const_values):
         env[id(var)] = value
     read = lambda a: a.value if isinstance(a, ir.Literal) else env[id(a)]  # noqa: E731
     for eqn in graph.eqns:
-        outs = eqn.prim.impl(*(read(a) for a in eqn.inputs), **eqn.params)
+        outs = eqn.prim.impl(*(read(a) for a in eqn.inputs), **eqn.attrs)
         outs = outs if eqn.prim.multiple_results else [outs]
         for var, value in zip(eqn.outputs, outs):
             value = np.asarray(value)
@@ -84,7 +83,7 @@ class Outer:
 
 
 def test_the_suite_checks_every_graph():
-    assert ir.CHECK_GRAPHS is True
+    assert flux.ir.passes.CHECK_GRAPHS is True
 
 
 # -- the printed graph ----------------------------------------------------------------------------
@@ -172,7 +171,7 @@ def _corruptions():
         return g
 
     def param_mismatch(g):
-        g.params[0].aval = ir.Aval((99,), np.float32)
+        g.param_vars[0].aval = ir.Aval((99,), np.float32)
         return g
 
     return {f.__name__: f for f in (use_before_def, wrong_aval, wrong_dtype, undefined_output,
@@ -417,7 +416,7 @@ def test_retrace_after_a_param_changes_shape():
     assert a(np.ones(2)).shape == (3,)
     a.W.value = np.ones((4, 3))
     np.testing.assert_allclose(a(np.ones(4)), [4, 4, 4])
-    assert graph_of(a, np.ones(4, np.float32)).params[0].aval.shape == (4, 3)
+    assert graph_of(a, np.ones(4, np.float32)).param_vars[0].aval.shape == (4, 3)
     a.W.value = np.ones((4, 5))
     a.b.value = np.zeros(5)
     np.testing.assert_allclose(a(np.ones((2, 4))), np.full((2, 5), 4.0))

@@ -300,7 +300,7 @@ def test_module_mse_regression():
 
 
 def test_an_mxnet_error_is_a_backend_error_at_the_equation(monkeypatch):
-    from flux import _primitives as P
+    from flux.ir import primitives as P
     from flux_mxnet import _lower
 
     def broken(r, x):       # a lowering that MXNet's own shape inference rejects

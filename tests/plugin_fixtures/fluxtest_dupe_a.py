@@ -1,6 +1,6 @@
 """One of two plugins that both provide a backend named `dupe` (this is plugin a)."""
 import flux.hookspecs as hs
-from flux._numpy_backend import NUMPY
+from flux.backends import NUMPY
 
 LOWERED = []
 

@@ -1,7 +1,7 @@
 """A working third-party backend plugin, `thirdparty`: it lowers graphs by handing them to the
 built-in NumPy backend, and records every graph it lowers so tests can see it was used."""
 import flux.hookspecs as hs
-from flux._numpy_backend import NUMPY
+from flux.backends import NUMPY
 
 LOWERED = []
 

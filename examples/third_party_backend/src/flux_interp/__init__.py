@@ -23,7 +23,7 @@ class InterpBackend(hs.Backend):
             env = {}
             for var, value in zip(graph.inputs, inputs):
                 env[id(var)] = value
-            for var, p in zip(graph.params, graph.param_objs):
+            for var, p in zip(graph.param_vars, graph.param_objs):
                 env[id(var)] = p.value           # read at every call: updates are seen
             for var, value in zip(graph.consts, graph.const_values):
                 env[id(var)] = value
@@ -32,7 +32,7 @@ class InterpBackend(hs.Backend):
                 return atom.value if not hasattr(atom, "id") else env[id(atom)]
 
             for eqn in graph.eqns:
-                out = eqn.prim.impl(*(read(a) for a in eqn.inputs), **eqn.params)
+                out = eqn.prim.impl(*(read(a) for a in eqn.inputs), **eqn.attrs)
                 outs = out if eqn.prim.multiple_results else [out]
                 for var, value in zip(eqn.outputs, outs):
                     env[id(var)] = np.asarray(value, dtype=var.aval.dtype)

@@ -1,32 +1,40 @@
 """flux: models as functions with parameters, written in a notation close to the mathematics,
 traced into dataflow graphs that the built-in NumPy backend and backend plugins run.
 
-The public names are listed in `__all__`; everything in a module whose name starts with an
-underscore is internal.
+The public names are listed in `__all__`. Backend authors also use the public modules
+`flux.ir` (the IR and the primitives) and `flux.backends` (the backend contract and the
+machinery backends share); the rest of the package is internal and may change. The layers
+of the package are described in docs/architecture.md.
 """
-from . import _numpy_api as _numpy_api  # installs NumPy semantics on traced values
-from ._errors import (BackendError, BackendNotInstalled, FluxError, FluxTypeError,
-                      FluxValueError, Frame, ShapeError, TraceError)
-from ._param import Param, initn, param, seed
-from ._model import net, params
-from ._functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log, flatten, hcat,
-                         vcat, sum, mean, reshape, transpose)
-from .layers.affine import Affine
-from .layers.chain import Chain
-from .layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
-from ._recurrence import State, prev
-from ._unroll import flip, reset, seq, unroll, unroll1
-from ._compile import Compiled
-from ._plugins import PluginError, PluginWarning, backends, compile, shorthand
-from ._training import back, train, update
-from ._optimisers import ADAM, Momentum, Optimiser, SGD
-from ._losses import crossentropy, logitcrossentropy, mse
-from ._data import accuracy, onecold, onehot
-from ._batching import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
-from ._throttle import throttle
-from ._shapes import ShapesReport, infer, shapes
-from ._summary import Summary, summary
-from ._io import load, save
+from flux.ops import methods as _methods  # noqa: F401  (Tracer operators and NumPy protocol)
+from flux.errors import (BackendError, BackendNotInstalled, FluxError, FluxTypeError,
+                         FluxValueError, Frame, ShapeError, TraceError)
+from flux.model.param import Param, initn, param, seed
+from flux.model.net import net, set_eager_runner as _set_eager_runner
+from flux.model.walk import params
+from flux.ops.functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log,
+                                flatten, hcat, vcat, sum, mean, reshape, transpose)
+from flux.layers.affine import Affine
+from flux.layers.chain import Chain
+from flux.layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
+from flux.model.state import State, prev
+from flux.transforms.carry import reset
+from flux.transforms.unroll import flip, seq, unroll, unroll1
+from flux import backends              # the backend contract; callable: flux.backends()
+from flux.backends.compiled import Compiled
+from flux.backends.eager import compiled_numpy as _compiled_numpy
+from flux.backends.registry import PluginError, PluginWarning, compile, shorthand
+from flux.train.loop import back, train, update
+from flux.train.optimisers import ADAM, Momentum, Optimiser, SGD
+from flux.ops.losses import crossentropy, logitcrossentropy, mse
+from flux.data.labels import accuracy, onecold, onehot
+from flux.data.batch import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
+from flux.train.throttle import throttle
+from flux.debug.shapes import ShapesReport, infer, shapes
+from flux.debug.summary import Summary, summary
+from flux.train.io import load, save
+
+_set_eager_runner(_compiled_numpy)   # a model called on arrays runs on its NumPy twin
 
 mxnet = shorthand("mxnet")
 tf = shorthand("tf")
@@ -60,7 +68,6 @@ __all__ = [
 def __getattr__(name: str):
     """``flux.<backend>`` for installed third-party backends (resolved through the registry)."""
     if not name.startswith("_"):
-        from ._plugins import REGISTRY
-        if name in REGISTRY.load():
+        if name in backends.REGISTRY.load():
             return shorthand(name)
     raise AttributeError(f"module 'flux' has no attribute {name!r}")

@@ -8,15 +8,15 @@ the ``flux`` group pointing at a module (or object) that implements the `flux_ba
     mybackend = "flux_mybackend"
 
     # flux_mybackend/__init__.py
-    import flux.hookspecs as hs
+    import flux.backends as fb
 
-    class MyBackend(hs.Backend):
+    class MyBackend(fb.Backend):
         name = "mybackend"
         package = "flux-mybackend"
         def lower(self, graph, options):
             ...   # return a function: flat input arrays -> list of flat output arrays
 
-    @hs.hookimpl
+    @fb.hookimpl
     def flux_backends():
         return [MyBackend()]
 
@@ -26,16 +26,21 @@ use of the registry (`flux.backends()`, `flux.compile`, a shorthand); one that f
 or whose hook raises is skipped with a `PluginWarning` naming it and the error, or, with the
 environment variable ``FLUX_STRICT_PLUGINS=1``, raises `PluginError`.
 
-What a backend receives: a `flux._ir.Graph`, fully shaped (every Var has an `Aval`), already
-unrolled and differentiated where needed, with source information on every equation. Its
-inputs are the flat input arrays; `graph.param_objs[i]` is the `flux.Param` bound to
-`graph.params[i]` (read ``.value`` at each call, or keep a copy and watch for changes); the
-primitives to implement are `flux._primitives.PRIMITIVES`. The conformance kit
+What a backend receives: a `flux.ir.Graph`, fully shaped (every Var has an `Aval`), already
+unrolled (and, for `flux.back` and the default training step, differentiated) by core, with
+source information on every equation. Its inputs are the flat input arrays;
+`graph.param_objs[i]` is the `flux.Param` bound to `graph.param_vars[i]` (read it at each
+call, or keep a copy with `flux.backends.ParamMirror`); the primitives to implement are
+`flux.ir.PRIMITIVES`. Everything a backend may use is public in `flux.ir` (the IR and the
+primitives) and `flux.backends` (this contract, `Compiled`, the mirrors, error mapping,
+device strings, index helpers, tracing). The conformance kit
 (``pytest --flux-backend=<name>``, see `flux.testing`) checks a backend against NumPy.
 """
 from __future__ import annotations
 
 import pluggy
+
+from flux.backends.compiled import Compiled
 
 __all__ = ["hookspec", "hookimpl", "Backend", "flux_backends"]
 
@@ -61,9 +66,8 @@ class Backend:
     def compile(self, model, options: dict):
         """Return the compiled model. The default wraps `model` in `flux.Compiled`, which does
         the tracing, autodiff and parameter bookkeeping and calls `lower` once per signature;
-        override to return a subclass when the backend wants more control (e.g. training
-        steps that run entirely inside the backend)."""
-        from ._compile import Compiled
+        override to return a subclass when the backend wants more control (e.g. parameters
+        kept on its side, training steps that run entirely inside the backend)."""
         return Compiled(model, self, options)
 
     def __repr__(self) -> str:

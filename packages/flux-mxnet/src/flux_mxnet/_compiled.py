@@ -27,7 +27,7 @@ def input_names(n: int) -> list[str]:
 def param_names(graph) -> list[str]:
     """A Variable name per Param: its attribute path, made unique (``p<i>`` if it has none)."""
     names, taken = [], set()
-    for i in range(len(graph.params)):
+    for i in range(len(graph.param_vars)):
         name = graph.param_names[i] if i < len(graph.param_names) else ""
         name = name or f"p{i}"
         while name in taken or name.startswith("data") or name.startswith("const"):

@@ -254,7 +254,7 @@ class Lowered:
     """A graph as one MXNet Symbol, and how to read the graph's outputs from it.
 
     Arguments: ``input_names[i]`` for ``graph.inputs[i]``, ``param_names[j]`` for
-    ``graph.params[j]`` (one Variable per Param, however often it is used), and `consts`
+    ``graph.param_vars[j]`` (one Variable per Param, however often it is used), and `consts`
     (name -> array: the graph's constants and the rules' index arrays), all fixed.
 
     `fuse_affine` lowers ``x @ W + b`` as FullyConnected (`_affine_adds`). Only training
@@ -273,7 +273,7 @@ class Lowered:
         env = {}
         for var, name in zip(graph.inputs, self.input_names):
             env[var] = self._variable(name, var.aval.shape, var.aval.dtype)
-        for var, name in zip(graph.params, self.param_names):
+        for var, name in zip(graph.param_vars, self.param_names):
             env[var] = self._variable(name, var.aval.shape, var.aval.dtype)
         for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
             env[var] = self.add_const(f"const{i}", np.asarray(value))
@@ -325,7 +325,7 @@ class Lowered:
                 return scalar[1](env[y], scalar=float(x.value), name=r.name)
         ins = [r.full(a.value, (), a.dtype) if isinstance(a, Literal) else env[a]
                for a in eqn.inputs]
-        return rule(r, *ins, **eqn.params)
+        return rule(r, *ins, **eqn.attrs)
 
 
 def _affine_adds(graph) -> dict:

@@ -94,7 +94,7 @@ def build(graph: Graph, check_numerics: bool = False):
     """``body(inputs, params) -> list of tensors`` computing `graph` with TF ops.
 
     `inputs` are the graph's inputs (data, then carried state), `params` one tensor or
-    variable per ``graph.params``. Constants become TF constants of their dtype. With
+    variable per ``graph.param_vars``. Constants become TF constants of their dtype. With
     `check_numerics`, every floating result is checked for NaN/Inf (the error names the
     equation)."""
     for eqn in graph.eqns:
@@ -107,7 +107,7 @@ def build(graph: Graph, check_numerics: bool = False):
         env = {}
         for var, value in zip(graph.inputs, inputs):
             env[id(var)] = value
-        for var, value in zip(graph.params, params):
+        for var, value in zip(graph.param_vars, params):
             env[id(var)] = value
         for var, value in zip(graph.consts, consts):
             env[id(var)] = tf.constant(value)
@@ -120,7 +120,7 @@ def build(graph: Graph, check_numerics: bool = False):
         for i, eqn in enumerate(graph.eqns):
             with tf.name_scope(f"e{i}"):
                 try:
-                    out = LOWERINGS[eqn.prim](*(read(a) for a in eqn.inputs), **eqn.params)
+                    out = LOWERINGS[eqn.prim](*(read(a) for a in eqn.inputs), **eqn.attrs)
                 except Exception as error:
                     raise backend_error(error, graph, i) from error
                 if check_numerics and eqn.outputs[0].aval.dtype.kind == "f":

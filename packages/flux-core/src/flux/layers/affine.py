@@ -4,9 +4,9 @@ from __future__ import annotations
 import numbers
 
 
-from .._errors import FluxTypeError
-from .._model import net
-from .._param import Param, initn, param
+from flux.errors import FluxTypeError
+from flux.model.net import net
+from flux.model.param import Param, initn, param
 
 
 @net

@@ -1,7 +1,7 @@
 """Chain: models called in sequence, the output of each the input of the next."""
 from __future__ import annotations
 
-from .._model import net, _short_repr
+from flux.model.net import net, _short_repr
 
 
 @net

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._functions import tanh, σ
-from .._model import net
-from .._param import Param, initn, param
-from .._recurrence import State, prev
+from flux.ops.functions import tanh, σ
+from flux.model.net import net
+from flux.model.param import Param, initn, param
+from flux.model.state import State, prev
 
 
 @net

@@ -1,5 +1,5 @@
 """The primitive-level case table `PRIMITIVE_CASES`: one line per primitive of
-`flux._primitives.PRIMITIVES`, each a tiny ``net(lambda ...)`` model whose graph contains that
+`flux.ir.PRIMITIVES`, each a tiny ``net(lambda ...)`` model whose graph contains that
 primitive, written through the NumPy API or flux's functions wherever users can reach it.
 
 Two primitives are not reachable from user code and are bound directly: ``stop_gradient``
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 import flux
-from flux import _primitives as P
+from flux.ir import primitives as P
 
 from ._cases import fn, normals, positive, positives, randn, relu, sigmoid
 
@@ -38,6 +38,17 @@ def _index_add(g):
     out = np.zeros((4, 3), g.dtype)
     np.add.at(out, np.array([0, 2, 2]), g)
     return out
+
+
+def _wide(rng):
+    """(3, 4) and (4,) arrays spread over ±40, where exp alone would lose float32's range."""
+    return 20 * randn(rng, 3, 4), 20 * randn(rng, 4)
+
+
+def _logaddexp(x, y):
+    """log(eˣ + eʸ) = max(x, y) + log(1 + e^−|x−y|), which never overflows."""
+    big = np.maximum(x, y)
+    return big + np.log1p(np.exp(-np.abs(x - y)))
 
 
 def _tie_max(x, y):
@@ -71,6 +82,7 @@ PRIMITIVE_CASES = [
     fn("pow", lambda x, y: x ** y, _positive_and_normal, lambda x, y: np.exp(y * np.log(x))),
     fn("max", lambda x, y: np.maximum(x, y), _tied, _tie_max),
     fn("min", lambda x, y: np.minimum(x, y), _tied, _tie_min),
+    fn("logaddexp", lambda x, y: np.logaddexp(x, y), _wide, _logaddexp),
     # comparisons and logic: boolean outputs, no gradient
     fn("gt", lambda x, y: x > y, _tied, np.greater, differentiable=False),
     fn("ge", lambda x, y: x >= y, _tied, np.greater_equal, differentiable=False),

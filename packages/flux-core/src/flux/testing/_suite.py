@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import flux
-from flux import _primitives
-from flux._plugins import KNOWN_BACKENDS
+from flux.backends import KNOWN_BACKENDS
+from flux.ir import primitives as _primitives
 
 from ._cases import CASES, Case
 from ._checks import (ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close,
@@ -157,7 +157,7 @@ class BackendConformance:
         self.check_gradients(case)
 
     def test_every_primitive_has_a_case(self):
-        """`PRIMITIVE_CASES` has one case per primitive in `flux._primitives.PRIMITIVES` (a
+        """`PRIMITIVE_CASES` has one case per primitive in `flux.ir.PRIMITIVES` (a
         new primitive without a case fails here) and no case for a primitive that is gone."""
         primitives = [p.name for p in _primitives.PRIMITIVES]
         cases = [c.name for c in PRIMITIVE_CASES]
@@ -171,7 +171,7 @@ class BackendConformance:
     def test_primitive_case_uses_its_primitive(self, case: Case):
         """The case's graph, or its gradient graph, contains the primitive it is named after,
         so the backend really runs that primitive in the forward or gradient checks."""
-        from flux._autodiff import vjp
+        from flux.backends import vjp
         model, _ = case.build()
         graph = flux.compile(model, "numpy").graph(*case.make_inputs())   # core's trace
         used = {eqn.prim.name for eqn in graph.eqns}

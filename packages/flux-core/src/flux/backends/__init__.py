@@ -1,0 +1,56 @@
+"""Backends: the contract a backend implements and the machinery it shares, public for
+backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing else).
+
+- the contract: `Backend`, `hookimpl` (see `flux.hookspecs`), `Compiled` (a model compiled
+  for a backend; subclass it to keep parameters or whole training steps on the backend's side)
+  and `TrainingStep`;
+- tracing: `trace` (a model on abstract inputs -> `flux.ir.Graph`), `abstract_inputs` (the
+  avals of arrays or shapes as users pass them), `model_dtype`, `flatten_args`/`unflatten`;
+  `vjp` (a graph's forward and gradients as one graph, as core's `flux.back` runs it);
+- mirrors: `ParamMirror` and `OptimiserMirror`, a backend's copies of Params and optimiser
+  state, kept current by version;
+- errors: `backend_error`, `equation_error`, `op_name`/`equation_named` (a backend exception
+  as a `flux.BackendError` at the user's line); `user_facing`;
+- small helpers: `parse_device`, `flat_positions`, `is_basic_index`;
+- the registry and the built-in NumPy backend (`NUMPY`).
+
+This module is also callable: ``flux.backends()`` lists the installed backends' names.
+"""
+import sys
+import types
+
+from flux.backends.compiled import Compiled, accumulate, as_input_array
+from flux.backends.devices import Device, parse_device
+from flux.backends.eager import compiled_of
+from flux.backends.errors import backend_error, equation_error, equation_named, op_name
+from flux.backends.indexing import flat_positions, is_basic_index
+from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
+from flux.backends.numpy import NUMPY
+from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, PluginWarning,
+                                    backends, compile, shorthand)
+from flux.backends.tracing import abstract_inputs, model_dtype, trace
+from flux.backends.training import TrainingStep
+from flux.hookspecs import Backend, hookimpl
+from flux.ir.pytree import flatten, flatten_args, unflatten
+from flux.ir.source import user_facing
+from flux.transforms.autodiff import vjp
+
+__all__ = [
+    "Backend", "hookimpl", "Compiled", "TrainingStep", "trace", "abstract_inputs",
+    "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror", "Mirrored",
+    "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
+    "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
+    "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
+    "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """`flux.backends` is both this module and the function the API fixes as
+    ``flux.backends()``: calling the module lists the installed backends."""
+
+    def __call__(self) -> list[str]:
+        return backends()
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,31 @@
+"""Models called on arrays: each model's NumPy-compiled twin, made on first use."""
+from __future__ import annotations
+
+from flux.backends.compiled import Compiled
+from flux.backends.numpy import NUMPY
+from flux.errors import FluxTypeError
+from flux.model.walk import is_model
+
+__all__ = ["compiled_numpy", "compiled_of"]
+
+_TWIN = "_flux_compiled"
+
+
+def compiled_numpy(model) -> Compiled:
+    """The model's own NumPy-compiled twin, made on first use and kept on the model: what
+    calling the model on arrays runs (so a direct call and every backend run the same graph)."""
+    compiled = model.__dict__.get(_TWIN)
+    if compiled is None:
+        compiled = Compiled(model, NUMPY)
+        object.__setattr__(model, _TWIN, compiled)
+    return compiled
+
+
+def compiled_of(model) -> Compiled:
+    """The Compiled a model runs through: itself if compiled, else its NumPy twin."""
+    if isinstance(model, Compiled):
+        return model
+    if is_model(model):
+        return compiled_numpy(model)
+    raise FluxTypeError(f"expected a flux model (an @net class instance, a Chain, a layer or a "
+                        f"compiled model), found {type(model).__name__}")

@@ -1,0 +1,363 @@
+"""The built-in NumPy backend: a graph is planned once per input signature and replayed.
+
+Planning turns a graph into the source of one straight-line Python function of NumPy calls
+(no interpreter loop, no per-equation dispatch), and decides where each result is written:
+
+- elementwise results overwrite an input buffer that dies at that equation (``out=``), so
+  chains like ``σ(x @ W + b)`` run in one buffer;
+- other intermediate results of ufuncs and matmuls go to workspace buffers allocated once per
+  plan and reused across calls and across values whose lifetimes do not overlap;
+- results the caller receives are always fresh arrays (never a workspace buffer, never a view
+  of an input or a parameter).
+
+Parameters are read from their `Param` objects at every call, so assignments and in-place
+writes to ``p.value`` are seen at the next call.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import numpy as np
+
+from flux.hookspecs import Backend, hookimpl
+from flux.backends.errors import equation_error
+from flux.errors import BackendError
+from flux.ir import primitives as P
+from flux.ir.graph import Graph, Literal, Var
+
+__all__ = ["NumpyBackend", "NUMPY", "plan", "plan_source"]
+
+# -- how each primitive is written in NumPy -------------------------------------------------------
+# An emitter takes the input expressions, the equation's attrs and the `out=` target (or None)
+# and returns an expression. Primitives missing here fall back to calling their `impl`.
+
+UFUNCS = {p for p in P.ELEMENTWISE if isinstance(p.impl, np.ufunc)}
+"""Elementwise primitives implemented by a NumPy ufunc: written as a call of it, with out=."""
+
+
+def _ufunc_emitter(name: str):
+    def emit(ins, params, out):
+        args = ", ".join(ins) + (f", out={out}" if out else "")
+        return f"np.{name}({args})"
+    return emit
+
+
+def _logistic(ins, params, out):
+    # (tanh(x/2) + 1) / 2, all but the first step in place
+    target = out or "None"
+    return f"_logistic({ins[0]}, {target})"
+
+
+def _logistic_into(x, out):
+    if np.ndim(x) == 0:
+        return P.logistic_p.impl(x)
+    out = np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    np.add(out, 0.5, out=out)
+    return out
+
+
+EMITTERS = {
+    P.logistic_p: _logistic,
+    P.relu_p: lambda ins, p, out: f"np.maximum({ins[0]}, 0" + (f", out={out})" if out else ")"),
+    P.matmul_p: lambda ins, p, out: (
+        f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")")),
+    P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
+    P.convert_p: lambda ins, p, out: f"{ins[0]}.astype(np.{np.dtype(p['dtype']).name})",
+    P.stop_gradient_p: lambda ins, p, out: ins[0],
+    P.reduce_sum_p: lambda ins, p, out: (
+        f"np.add.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
+        if p["axes"] else ins[0]),
+    P.reduce_max_p: lambda ins, p, out: (
+        f"np.maximum.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
+        if p["axes"] else ins[0]),
+    P.broadcast_to_p: lambda ins, p, out: f"np.broadcast_to({ins[0]}, {p['shape']!r})",
+    P.reshape_p: lambda ins, p, out: f"{ins[0]}.reshape({p['shape']!r})",
+    P.transpose_p: lambda ins, p, out: (
+        f"{ins[0]}.T" if len(p["perm"]) == 2 else f"{ins[0]}.transpose({p['perm']!r})"),
+    P.concatenate_p: lambda ins, p, out: f"np.concatenate(({', '.join(ins)},), axis={p['axis']})",
+}
+for _prim in UFUNCS:
+    EMITTERS.setdefault(_prim, _ufunc_emitter(_prim.impl.__name__))
+
+WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | UFUNCS
+"""Primitives whose NumPy form takes an ``out=`` buffer."""
+
+ALIASING = set(P.VIEWS) | {P.getitem_p}
+"""Primitives whose NumPy result may share memory with their first input."""
+
+
+def _aliases(eqn, elided=frozenset()) -> bool:
+    if eqn.prim in ALIASING or id(eqn) in elided:
+        return True
+    return eqn.prim.reduction and not eqn.attrs["axes"]
+
+
+def _elided(graph: Graph) -> set[int]:
+    """Equations NumPy does for free inside the ufuncs that use their results, so they are
+    skipped (their result is their input):
+
+    - bool-to-float converts used only by multiplications (``g * mask`` converts in the loop);
+    - broadcasts used only by elementwise ufuncs whose result has the same shape without them
+      (NumPy broadcasts implicitly).
+    """
+    users: dict[int, list] = defaultdict(list)
+    for eqn in graph.eqns:
+        for atom in eqn.inputs:
+            if isinstance(atom, Var):
+                users[id(atom)].append(eqn)
+    outputs = {id(a) for a in graph.outputs}
+    elided = set()
+    for eqn in graph.eqns:
+        out = eqn.outputs[0]
+        uses = users[id(out)]
+        if id(out) in outputs or not uses:
+            continue
+        if (eqn.prim is P.convert_p and eqn.inputs[0].aval.dtype == np.bool_
+                and out.aval.dtype.kind == "f" and all(u.prim is P.mul_p for u in uses)):
+            elided.add(id(eqn))
+        elif eqn.prim is P.broadcast_to_p and all(
+                u.prim in UFUNCS and _shape_without(u, out, eqn.inputs[0])
+                for u in uses):
+            elided.add(id(eqn))
+    return elided
+
+
+def _shape_without(user, var, replacement) -> bool:
+    """Whether `user` still has its output shape when `var` is replaced by `replacement`."""
+    shapes = [replacement.aval.shape if a is var else a.aval.shape for a in user.inputs]
+    return tuple(np.broadcast_shapes(*shapes)) == user.outputs[0].aval.shape
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+class _Plan:
+    """Where each equation writes: ``("fresh",)``, ``("inplace", var)`` or ``("slot", k)``."""
+
+    def __init__(self, graph: Graph, elided: set[int]):
+        eqns = graph.eqns
+        never = len(eqns) + 1
+        external = {id(v) for v in graph.inputs + graph.param_vars + graph.consts}
+        last: dict[int, int] = defaultdict(lambda: -1)
+        for i, eqn in enumerate(eqns):
+            for atom in eqn.inputs:
+                if isinstance(atom, Var):
+                    last[id(atom)] = i
+        for atom in graph.outputs:
+            if isinstance(atom, Var):
+                last[id(atom)] = never
+        # the last use of a value or of any view derived from it
+        reach = defaultdict(lambda: -1, last)
+        for eqn in reversed(eqns):
+            if _aliases(eqn, elided) and isinstance(eqn.inputs[0], Var):
+                u, o = id(eqn.inputs[0]), id(eqn.outputs[0])
+                reach[u] = max(reach[u], reach[o])
+
+        root: dict[int, int | None] = {}      # value -> the buffer it lives in (None: not ours)
+        group_last: dict[int, int] = {}       # buffer -> last use of anything living in it
+        slot_of: dict[int, int] = {}          # buffer -> workspace slot
+        ending = defaultdict(list)            # eqn index -> buffers that may die there
+        free = defaultdict(list)              # (shape, dtype) -> free slots
+        self.slots: list[tuple] = []
+        self.targets: list[tuple] = []
+
+        for i, eqn in enumerate(eqns):
+            for buf in ending.pop(i - 1, ()):
+                if group_last.get(buf) == i - 1 and buf in slot_of:
+                    free[self.slots[slot_of[buf]]].append(slot_of[buf])
+            out = eqn.outputs[0]
+            o = id(out)
+            if _aliases(eqn, elided):
+                src = eqn.inputs[0]
+                ours = isinstance(src, Var) and id(src) not in external
+                root[o] = root.get(id(src)) if ours else None
+                self.targets.append(("fresh",))
+                continue
+            target = ("fresh",)
+            if eqn.prim in WRITES_INTO and out.aval.ndim > 0 and not eqn.prim.multiple_results:
+                target = self._inplace(eqn, out, i, root, group_last, slot_of, reach, never,
+                                       ending)
+                if target is None and reach[o] < never:
+                    key = (out.aval.shape, out.aval.dtype)
+                    slot = free[key].pop() if free[key] else self._new_slot(key)
+                    target = ("slot", slot)
+                    slot_of[o] = slot
+                target = target or ("fresh",)
+            if target[0] != "inplace":
+                root[o] = o
+                group_last[o] = reach[o]
+                ending[reach[o]].append(o)
+            self.targets.append(target)
+
+    def _inplace(self, eqn, out, i, root, group_last, slot_of, reach, never, ending):
+        if eqn.prim is P.matmul_p:
+            return None
+        for atom in eqn.inputs:
+            if not isinstance(atom, Var) or atom.aval != out.aval:
+                continue
+            v = id(atom)
+            if root.get(v) != v or group_last.get(v) != i:
+                continue
+            if v in slot_of and reach[id(out)] >= never:
+                continue   # a workspace buffer must never reach the caller
+            root[id(out)] = v
+            group_last[v] = reach[id(out)]
+            ending[group_last[v]].append(v)
+            return ("inplace", atom)
+        return None
+
+    def _new_slot(self, key) -> int:
+        self.slots.append(key)
+        return len(self.slots) - 1
+
+
+
+# -- code generation ----------------------------------------------------------------------------
+
+
+def plan_source(graph: Graph) -> tuple[str, dict]:
+    """The Python source of the planned function and the globals it needs."""
+    elided = _elided(graph)
+    plan = _Plan(graph, elided)
+    names: dict[int, str] = {}
+    env: dict = {"np": np, "_logistic": _logistic_into}
+    counter = [0]
+
+    def fresh(prefix):
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def name(atom) -> str:
+        if isinstance(atom, Literal):
+            key = fresh("l")
+            env[key] = atom.value
+            return key
+        return names[id(atom)]
+
+    for i, var in enumerate(graph.inputs):
+        names[id(var)] = f"x{i}"
+    args = [names[id(v)] for v in graph.inputs]
+    body = []
+    lines: dict[int, object] = {}   # line of the generated source -> its equation
+    for i, (var, p) in enumerate(zip(graph.param_vars, graph.param_objs)):
+        env[f"_P{i}"] = p
+        names[id(var)] = f"p{i}"
+        body.append(f"p{i} = _P{i}._value")
+    for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
+        env[f"c{i}"] = value
+        names[id(var)] = f"c{i}"
+    if plan.slots:
+        args.append("_W")
+
+    for eqn, target in zip(graph.eqns, plan.targets):
+        out = eqn.outputs[0]
+        ins = [name(a) for a in eqn.inputs]
+        names[id(out)] = out_name = f"t{out.id}"
+        out_expr = None
+        if target[0] == "inplace":
+            out_expr = names[id(target[1])]
+        elif target[0] == "slot":
+            out_expr = f"_W[{target[1]}]"
+        emitter = EMITTERS.get(eqn.prim)
+        if id(eqn) in elided:
+            expr = ins[0]
+        elif emitter is None or eqn.prim.multiple_results:
+            key = fresh("_f")
+            env[key] = functools.partial(eqn.prim.impl, **eqn.attrs)
+            expr = f"{key}({', '.join(ins)})"
+        else:
+            if eqn.prim is P.getitem_p:
+                key = fresh("_ix")
+                env[key] = eqn.attrs["index"]
+                expr = f"{ins[0]}[{key}]"
+            else:
+                expr = emitter(ins, eqn.attrs, out_expr)
+        lines[len(body) + 2] = eqn   # +1 for 1-based numbering, +1 for the def line
+        body.append(f"{out_name} = {expr}")
+
+    results = []
+    returned: set[int] = set()
+    fresh_ids = {id(eqn.outputs[0]) for eqn in graph.eqns if not _aliases(eqn, elided)}
+    for atom in graph.outputs:
+        if isinstance(atom, Literal):
+            results.append(f"np.asarray({name(atom)})")
+        elif id(atom) not in fresh_ids or id(atom) in returned:
+            results.append(f"np.array({name(atom)})")
+        elif atom.aval.ndim == 0:
+            results.append(f"np.asarray({name(atom)})")
+        else:
+            results.append(name(atom))
+        if isinstance(atom, Var):
+            returned.add(id(atom))
+    body.append(f"return [{', '.join(results)}]")
+    source = f"def run({', '.join(args)}):\n" + "\n".join("    " + line for line in body) + "\n"
+    env["__plan_slots__"] = plan.slots
+    env["__plan_lines__"] = lines
+    return source, env
+
+
+def plan(graph: Graph):
+    """Plan `graph` for NumPy; the result maps flat input arrays to a list of output arrays.
+
+    Each concurrent call takes its own workspace (a spare one, or a new one), so planned
+    functions are safe to call from several threads.
+    """
+    source, env = plan_source(graph)
+    exec(compile(source, PLAN_FILE, "exec"), env)
+    run, slots, lines = env["run"], env["__plan_slots__"], env["__plan_lines__"]
+    spare: list = []
+
+    def run_planned(*xs):
+        try:
+            if not slots:
+                return run(*xs)
+            workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
+            try:
+                return run(*xs, workspace)
+            finally:
+                spare.append(workspace)
+        except Exception as error:
+            raise execution_error(error, lines) from error
+
+    run_planned.source = source
+    return run_planned
+
+
+PLAN_FILE = "<flux plan>"
+
+
+def execution_error(error: Exception, lines: dict) -> BackendError:
+    """A NumPy error inside a plan, as a BackendError at the equation (and model line) that
+    raised it; the NumPy exception is its ``__cause__``."""
+    eqn, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == PLAN_FILE:
+            eqn = lines.get(tb.tb_lineno, eqn)
+        tb = tb.tb_next
+    if eqn is None:
+        return BackendError(f"numpy backend: {type(error).__name__}: {error}", trace=[])
+    return equation_error("numpy", error, eqn, message=str(error))
+
+
+class NumpyBackend(Backend):
+    """flux's built-in backend: planned NumPy execution (see the module docstring)."""
+
+    name = "numpy"
+    package = "flux-core"
+
+    def lower(self, graph: Graph, options: dict):
+        if options:
+            raise TypeError(f"the numpy backend takes no options, given {sorted(options)}")
+        return plan(graph)
+
+
+NUMPY = NumpyBackend()
+
+
+@hookimpl
+def flux_backends():
+    """The NumPy backend registers through the same hook as every other backend."""
+    return [NUMPY]

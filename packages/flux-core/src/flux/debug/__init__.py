@@ -1,0 +1,1 @@
+"""What users read about a model: `infer`, the `shapes` printout and `summary`."""

@@ -1,0 +1,1 @@
+"""Training: the loop (`train`, `back`, `update`), optimisers, saving and checkpoints."""

@@ -1,0 +1,142 @@
+"""Training: `back` and `update` (the seed's `back!`/`update!`) and the `train` loop."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+from flux.train import checkpoint as _checkpoint
+from flux.backends.compiled import Compiled
+from flux.backends.eager import compiled_of
+from flux.errors import FluxError, FluxValueError
+from flux.ops.losses import mse
+from flux.model.walk import is_model
+from flux.train.optimisers import SGD, as_optimiser
+from flux.ir.source import user_errors
+
+__all__ = ["back", "update", "train"]
+
+
+@user_errors
+def back(model, Δ, *xs):
+    """Backpropagate the output cotangent Δ of ``model(*xs)``: accumulate every parameter's
+    gradient into ``p.grad`` and return the tuple of input gradients (one per input)."""
+    return compiled_of(model).back(Δ, *xs)
+
+
+def _all_params(model) -> list:
+    """Every Param `back` may have given a gradient: the model's, and those its traced graphs
+    reach otherwise (closures), through its compiled twin and, if compiled, itself."""
+    found = {}
+    targets = [model] if not isinstance(model, Compiled) else [model, model.model]
+    for target in targets:
+        if isinstance(target, Compiled) or is_model(target):
+            for p in compiled_of(target).all_params():
+                found.setdefault(id(p), p)
+    return list(found.values())
+
+
+@user_errors
+def update(model, opt) -> None:
+    """Apply the accumulated gradients with `opt` (a number is an SGD learning rate) and clear
+    them. Params that received no gradient are left alone."""
+    opt = as_optimiser(opt)
+    ps = [p for p in _all_params(model) if p._grad is not None]
+    grads = [p._grad for p in ps]
+    if isinstance(model, Compiled):
+        model.apply_update(opt, ps, grads)      # on the backend's side
+    else:
+        opt.apply(ps, grads)
+    for p in ps:
+        p.zero_grad()
+
+
+@user_errors
+def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint=None,
+          every: int | None = None, resume=None):
+    """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
+
+    Returns the per-epoch means of the losses computed before each update. Shows a progress
+    bar when stderr is a terminal; calls each callback in `cb` (one callable or a list) with no
+    arguments after every update. A NaN or infinite loss stops training with a FluxError naming
+    the step; that step's update is not applied.
+
+    Checkpoints: with ``checkpoint=path`` the parameters, the optimiser's state, the progress
+    and flux's random state are written to `path` (atomically) every `every` updates and at
+    the end of every epoch; ``resume=path`` restores such a file and continues from where it
+    was written, skipping the pairs of `data` already used, so a run interrupted and resumed
+    (with the same model, data, loss and optimiser settings) ends with the same parameters as
+    one that was not. The returned history covers the whole run.
+    """
+    compiled = compiled_of(model)
+    target = compiled.model
+    opt = SGD(0.1) if opt is None else as_optimiser(opt)
+    callbacks = [cb] if callable(cb) else list(cb or ())
+    if epochs > 1 and iter(data) is data:
+        raise FluxError("train: `data` is a one-shot iterator but epochs > 1; pass a list (or "
+                        "another re-iterable collection) of (x, y) pairs")
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise FluxValueError(f"train: every= is a number of updates ≥ 1, found {every!r}")
+    at = _checkpoint.restore(resume, target, opt) if resume is not None else \
+        _checkpoint.Progress()
+    bar = _Progress(data) if sys.stderr.isatty() else None
+    for epoch in range(at.epoch, epochs):
+        if epoch != at.epoch:
+            at = _checkpoint.Progress(epoch, 0, 0.0, 0, at.history)
+        for step, pair in enumerate(data):
+            if step < at.step:
+                continue   # used before the checkpoint this run resumed from
+            try:
+                x, y = pair
+            except (TypeError, ValueError):
+                raise FluxError(f"train: each item of `data` must be an (x, y) pair; item "
+                                f"{step} is {type(pair).__name__}") from None
+            value = compiled.train_step(loss, opt, x, y)
+            if not math.isfinite(value):
+                raise FluxError(f"train: the loss is {value} at epoch {epoch + 1}, step "
+                                f"{step + 1}; training stopped before that step's update")
+            at.total += value
+            at.count += 1
+            at.step = step + 1
+            for f in callbacks:
+                f()
+            if bar is not None:
+                bar.show(epoch, epochs, at.count, at.total / at.count)
+            if checkpoint is not None and every is not None and at.step % every == 0:
+                _checkpoint.write(checkpoint, target, opt, at)
+        at.history.append(at.total / at.count if at.count else math.nan)
+        if checkpoint is not None:
+            _checkpoint.write(checkpoint, target, opt,
+                              _checkpoint.Progress(epoch + 1, 0, 0.0, 0, at.history))
+        if bar is not None:
+            bar.end()
+    return at.history
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, data):
+        self.size = len(data) if hasattr(data, "__len__") else None
+        self.last = 0.0
+
+    def show(self, epoch, epochs, count, mean_loss):
+        now = time.monotonic()
+        if now - self.last < 0.1 and count != self.size:
+            return
+        self.last = now
+        if self.size:
+            done = int(30 * count / self.size)
+            bar = f"[{'=' * done}{' ' * (30 - done)}] {count}/{self.size}"
+        else:
+            bar = f"{count} steps"
+        label = f"Epoch {epoch + 1}/{epochs} " if epochs > 1 else ""
+        sys.stderr.write(f"\r{label}{bar} loss {mean_loss:.4f}")
+        sys.stderr.flush()
+
+    def end(self):
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+

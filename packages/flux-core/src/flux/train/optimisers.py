@@ -1,0 +1,289 @@
+"""Optimisers: SGD, Momentum, ADAM. Each computes every update first, then commits them all,
+so a step that fails leaves parameters (and optimiser state) as they were.
+
+Each optimiser's formula is written once, in `rule`, with arithmetic operators only (and the
+`sqrt` it is given), so the same code updates NumPy arrays here and builds the update of a
+backend's own tensors (flux-tf runs it on TF variables inside its training function)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from flux.errors import FluxTypeError, FluxValueError
+
+__all__ = ["Optimiser", "SGD", "Momentum", "ADAM", "as_optimiser"]
+
+
+class Optimiser:
+    """Base class: `deltas` computes ``(steps, new_state)`` without changing anything; `apply`
+    computes them all, then subtracts each step from its Param in place.
+
+    ``state`` maps ``id(Param)`` to that Param's slots (a tuple starting with the Param). A
+    backend that runs the optimiser itself keeps the slots on its side and says so with
+    `defer_state` (like `Param.defer`): the state is fetched back (``source.fetch_state(opt)``,
+    the whole dict) the next time anyone reads it, so `flux.update`, checkpoints and other
+    backends continue from where it left off. `state_version` changes whenever the state may
+    have changed, so a backend knows when to load it again.
+    """
+
+    _state = None
+    _state_source = None
+    _state_version = 0
+
+    slot_names: tuple = ()
+    """The names of the state kept per Param (Momentum: ``("v",)``; ADAM: ``("m", "v", "t")``)."""
+
+    def initial_slots(self) -> tuple:
+        """The slots of a Param that has none yet (zeros, broadcast to its shape)."""
+        return ()
+
+    def current_slots(self, p) -> tuple:
+        """`p`'s slots now (without `p`), or `initial_slots` if it has none that fit it."""
+        return _state(self.state, p, (p, *self.initial_slots()))[1:]
+
+    def hyper(self) -> dict:
+        """The hyper-parameters `rule` reads, as Python floats by name."""
+        return {}
+
+    def rule(self, g, slots: tuple, h: dict, sqrt=np.sqrt):
+        """``(step, new_slots)`` for a gradient `g`: the Param becomes ``p - step``. `h` is
+        `hyper()` (or the same values as a backend's scalars), plus for ADAM the bias
+        corrections ``c1``, ``c2``; arrays and operators may be NumPy's or a backend's."""
+        raise NotImplementedError(f"{type(self).__name__} must define rule(g, slots, h) or "
+                                  f"deltas(params, grads)")
+
+    @property
+    def state(self) -> dict:
+        if self._state_source is not None:
+            source, self._state_source = self._state_source, None
+            self._state = source.fetch_state(self)
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @state.setter
+    def state(self, new: dict) -> None:
+        self._state, self._state_source = new, None
+        self._state_version += 1
+
+    @property
+    def state_version(self) -> int:
+        return self._state_version
+
+    def defer_state(self, source) -> int:
+        """The newest state now lives in `source`; returns the new `state_version`."""
+        self._state_source = source
+        self._state_version += 1
+        return self._state_version
+
+    def __getstate__(self) -> dict:
+        """For copy and pickle: the current state, without the backend that holds it."""
+        state = dict(self.__dict__)
+        state["_state"], state["_state_source"] = self.state, None    # fetched if deferred
+        return state
+
+    def _commit(self, new: dict) -> None:
+        """Keep the slots computed by a step (`deltas` returns this as its commit)."""
+        self.state.update(new)
+        self._state_version += 1
+
+    def deltas(self, params, grads):
+        """``(steps, commit)``: the step of each Param (it becomes ``p - step``) computed by
+        `rule`, changing nothing; `commit()` then keeps the new slots."""
+        h, new, steps = self.hyper(), {}, []
+        for p, g in zip(params, grads):
+            step, slots = self.rule(g, self.current_slots(p), h)
+            steps.append(np.asarray(step).astype(p.dtype, copy=False))
+            new[id(p)] = (p, *slots)
+        return steps, lambda: self._commit(new)
+
+    def settings(self) -> list:
+        """The hyper-parameters, as `repr` shows them (checkpoints compare them)."""
+        return []
+
+    def state_arrays(self, names: dict) -> dict:
+        """The optimiser's state as ``"<param path>/<slot>" -> array``; `names` maps
+        ``id(Param) -> path``. Stateless optimisers have none."""
+        return {}
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        """Restore what `state_arrays` gave; `params` maps paths to Params."""
+        if arrays:
+            raise FluxValueError(f"{type(self).__name__} keeps no state, but the checkpoint "
+                                 f"has {sorted(arrays)[:3]}")
+
+    def apply(self, params, grads) -> None:
+        """Update `params` by `grads`: arrays of the Params' shapes, as `back` and training
+        steps make them (the `Param.grad` setter refuses other shapes)."""
+        steps, commit = self.deltas(params, grads)
+        for p, step in zip(params, steps):
+            value = p._value
+            np.subtract(value, step, out=value, casting="unsafe")
+            p._changed()
+        commit()
+
+
+class SGD(Optimiser):
+    """Plain gradient descent: p ← p − η ∇p.
+
+    >>> SGD(0.1)
+    SGD(0.1)
+    """
+
+    def __init__(self, lr: float = 0.1):
+        self.lr = lr
+
+    def hyper(self) -> dict:
+        return {"lr": self.lr}
+
+    def rule(self, g, slots: tuple, h: dict, sqrt=np.sqrt):
+        return g * h["lr"], ()
+
+    def deltas(self, params, grads):
+        lr = self.lr
+        return [np.multiply(g, lr, dtype=p.dtype) for p, g in zip(params, grads)], _nothing
+
+    def apply(self, params, grads) -> None:
+        """p ← p − η g, scaling each gradient array in place when it is writable (gradients
+        handed to an optimiser are consumed: `update` clears them afterwards)."""
+        lr = self.lr
+        for p, g in zip(params, grads):
+            value = p._value
+            if g.dtype == value.dtype and g.flags.writeable and g.base is None:
+                np.multiply(g, lr, out=g)
+            else:
+                g = np.multiply(g, lr, dtype=value.dtype)
+            np.subtract(value, g, out=value)
+            p._changed()
+
+    def settings(self) -> list:
+        return [self.lr]
+
+    def __repr__(self) -> str:
+        return f"SGD({self.lr})"
+
+
+class Momentum(Optimiser):
+    """Gradient descent with momentum: v ← ρ v + η ∇p, p ← p − v."""
+
+    def __init__(self, lr: float = 0.01, rho: float = 0.9):
+        self.lr, self.rho = lr, rho
+        self.state = {}
+
+    slot_names = ("v",)
+
+    def initial_slots(self) -> tuple:
+        return (0.0,)
+
+    def hyper(self) -> dict:
+        return {"lr": self.lr, "rho": self.rho}
+
+    def rule(self, g, slots: tuple, h: dict, sqrt=np.sqrt):
+        """v ← ρ v + η g; the step is v."""
+        (v,) = slots
+        v = h["rho"] * v + g * h["lr"]
+        return v, (v,)
+
+    def settings(self) -> list:
+        return [self.lr, self.rho]
+
+    def state_arrays(self, names: dict) -> dict:
+        return {f"{names[key]}/v": v for key, (_, v) in self.state.items() if key in names}
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        self.state = {id(params[k.rsplit("/", 1)[0]]): (params[k.rsplit("/", 1)[0]], v)
+                      for k, v in arrays.items()}
+
+    def __repr__(self) -> str:
+        return f"Momentum({self.lr}, {self.rho})"
+
+
+class ADAM(Optimiser):
+    """Adam (Kingma & Ba): m ← β₁m + (1−β₁)∇, v ← β₂v + (1−β₂)∇², p ← p − η m̂/(√v̂ + ε)
+    with the bias-corrected m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ)."""
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8):
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.state = {}
+
+    slot_names = ("m", "v", "t")
+
+    def initial_slots(self) -> tuple:
+        return (0.0, 0.0, 0)
+
+    def hyper(self) -> dict:
+        b1, b2 = self.beta1, self.beta2
+        return {"lr": self.lr, "beta1": b1, "beta2": b2, "eps": self.eps,
+                "1-beta1": 1 - b1, "1-beta2": 1 - b2}
+
+    @staticmethod
+    def bias_corrections(h: dict, t) -> tuple:
+        """``(c1, c2) = (1 − β₁ᵗ, 1 − β₂ᵗ)`` for step number `t` (counted from 1)."""
+        return 1 - h["beta1"] ** t, 1 - h["beta2"] ** t
+
+    def rule(self, g, slots: tuple, h: dict, sqrt=np.sqrt):
+        """m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², step = η m̂/(√v̂ + ε), with m̂ = m/c1 and
+        v̂ = v/c2 (`h` holds the bias corrections c1, c2 of this step, and the counter in
+        `slots` is the number of steps before it)."""
+        m, v, t = slots
+        m = h["beta1"] * m + h["1-beta1"] * g
+        v = h["beta2"] * v + h["1-beta2"] * (g * g)
+        step = h["lr"] * (m / h["c1"]) / (sqrt(v / h["c2"]) + h["eps"])
+        return step, (m, v, t + 1)
+
+    def deltas(self, params, grads):
+        h, new, steps = self.hyper(), {}, []
+        for p, g in zip(params, grads):
+            m, v, t = self.current_slots(p)
+            h["c1"], h["c2"] = self.bias_corrections(h, t + 1)
+            step, slots = self.rule(g, (m, v, t), h)
+            steps.append(step.astype(p.dtype, copy=False))
+            new[id(p)] = (p, *slots)
+        return steps, lambda: self._commit(new)
+
+    def settings(self) -> list:
+        return [self.lr, self.beta1, self.beta2, self.eps]
+
+    def state_arrays(self, names: dict) -> dict:
+        out = {}
+        for key, (_, m, v, t) in self.state.items():
+            if key in names:
+                out.update({f"{names[key]}/m": m, f"{names[key]}/v": v,
+                            f"{names[key]}/t": np.asarray(t)})
+        return out
+
+    def load_state_arrays(self, params: dict, arrays: dict) -> None:
+        state = {}
+        for path in {k.rsplit("/", 1)[0] for k in arrays}:
+            p = params[path]
+            state[id(p)] = (p, arrays[f"{path}/m"], arrays[f"{path}/v"],
+                            int(arrays[f"{path}/t"]))
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"ADAM({self.lr}, {self.beta1}, {self.beta2}, {self.eps})"
+
+
+def _nothing() -> None:
+    return None
+
+
+def _state(states: dict, p, initial):
+    """The optimiser state kept for Param `p`, or `initial` if none (or if `p` changed shape
+    since: its old state no longer fits)."""
+    state = states.get(id(p))
+    if state is None or state[0] is not p or np.shape(state[1]) not in ((), p.shape):
+        return initial
+    return state
+
+
+def as_optimiser(opt) -> Optimiser:
+    """A number is a plain SGD step with that learning rate."""
+    if isinstance(opt, Optimiser):
+        return opt
+    if isinstance(opt, numbers.Real) and not isinstance(opt, bool):
+        return SGD(float(opt))
+    raise FluxTypeError(f"expected an optimiser (SGD, Momentum, ADAM) or a learning rate, "
+                    f"found {type(opt).__name__}")

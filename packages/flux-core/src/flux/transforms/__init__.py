@@ -1,0 +1,1 @@
+"""Graph transformations: reverse-mode autodiff, unrolling recurrences, carried hidden state."""
