@@ -11,8 +11,8 @@ from hypothesis.extra import numpy as hnp
 
 import flux
 from flux import FluxError, FluxTypeError, FluxValueError, ShapeError
-from flux.data.batch import (Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs,
-                            unwrap)
+from flux.data.batch import Batch, Seq, rawbatch
+from flux.data.batching import batches, batchone, chunk, rpad, seqs, unwrap
 
 # One-hot DNA, columns [A, T, C, G] (the seed's x1, x2)
 X1 = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]

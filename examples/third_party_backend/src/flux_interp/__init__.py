@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import flux.hookspecs as hs
+from flux.ir import Literal
 
 __all__ = ["InterpBackend", "flux_backends"]
 
@@ -29,7 +30,7 @@ class InterpBackend(hs.Backend):
                 env[id(var)] = value
 
             def read(atom):
-                return atom.value if not hasattr(atom, "id") else env[id(atom)]
+                return atom.value if isinstance(atom, Literal) else env[id(atom)]
 
             for eqn in graph.eqns:
                 out = eqn.prim.impl(*(read(a) for a in eqn.inputs), **eqn.attrs)

@@ -28,7 +28,8 @@ from flux.train.loop import back, train, update
 from flux.train.optimisers import ADAM, Momentum, Optimiser, SGD
 from flux.ops.losses import crossentropy, logitcrossentropy, mse
 from flux.data.labels import accuracy, onecold, onehot
-from flux.data.batch import Batch, Seq, batches, batchone, chunk, rawbatch, rpad, seqs
+from flux.data.batch import Batch, Seq, rawbatch
+from flux.data.batching import batches, batchone, chunk, rpad, seqs
 from flux.train.throttle import throttle
 from flux.debug.shapes import ShapesReport, infer, shapes
 from flux.debug.summary import Summary, summary

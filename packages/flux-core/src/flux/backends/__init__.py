@@ -30,7 +30,7 @@ from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, Plugi
                                     backends, compile, shorthand)
 from flux.backends.tracing import abstract_inputs, model_dtype, trace
 from flux.backends.training import TrainingStep
-from flux.hookspecs import Backend, hookimpl
+from flux.backends.contract import Backend, hookimpl
 from flux.ir.pytree import flatten, flatten_args, unflatten
 from flux.ir.source import user_facing
 from flux.transforms.autodiff import vjp

@@ -12,7 +12,7 @@ import numpy as np
 
 from flux.backends.tracing import model_dtype, trace
 from flux.backends.training import TrainingStep, cotangents
-from flux.data.batch import unwrap
+from flux.data.batching import unwrap
 from flux.errors import FluxError, FluxTypeError
 from flux.ir.graph import Aval
 from flux.ir.pytree import LEAF, flatten_args, unflatten

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 import numpy as np
 import pluggy
 
-from flux import hookspecs
+from flux.backends import contract
 from flux.backends import numpy as numpy_backend
 from flux.backends.eager import compiled_of
 from flux.errors import BackendNotInstalled, FluxError
@@ -52,7 +52,7 @@ class Registry:
         if self._backends is not None:
             return self._backends
         manager = pluggy.PluginManager("flux")
-        manager.add_hookspecs(hookspecs)
+        manager.add_hookspecs(contract)
         manager.register(numpy_backend, name="numpy")   # flux-core's own, always first
         for ep in entry_points(group="flux"):
             if ep.value == numpy_backend.__name__:

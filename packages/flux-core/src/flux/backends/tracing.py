@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from flux.data.batch import unwrap
+from flux.data.batching import unwrap
 from flux.errors import FluxTypeError
 from flux.ir.graph import Aval, Graph
 from flux.ir.pytree import Tree, flatten, flatten_args, unflatten

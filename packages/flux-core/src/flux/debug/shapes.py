@@ -15,6 +15,7 @@ import numpy as np
 from flux.backends.tracing import abstract_inputs
 from flux.errors import FluxError, ShapeError
 from flux.ir.graph import Literal, Var
+from flux.ir.primitives import index_text
 from flux.ir.pytree import flatten, unflatten
 from flux.ir.recording import CallLog
 from flux.ir.source import user_errors
@@ -368,8 +369,7 @@ def _eqn_text(eqn):
     if name == "stop_gradient":
         return lambda ins: ins[0]
     if name == "getitem":
-        from flux.ir.primitives import index_text as _index_text
-        return lambda ins: f"{ins[0]}{_index_text(params['index'])}"
+        return lambda ins: f"{ins[0]}{index_text(params['index'])}"
     if name == "convert":
         return lambda ins: f"{ins[0]}.astype({np.dtype(params['dtype']).name})"
     label = NAMES.get(name, name)

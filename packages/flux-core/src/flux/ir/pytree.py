@@ -5,6 +5,7 @@ flat list of leaves, and the tree structure (`Tree`) rebuilds the value around t
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 LEAF = None
@@ -53,7 +54,6 @@ def is_container(value) -> bool:
 
 
 def _is_number_list(value) -> bool:
-    import numbers
     item = value
     while isinstance(item, (tuple, list)):
         if not item:

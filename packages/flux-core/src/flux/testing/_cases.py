@@ -18,7 +18,11 @@ import numpy as np
 import flux
 from flux import Affine, Chain, net
 
-__all__ = ["Case", "CASES", "randn", "positive"]
+from ._checks import finite_differences, leaves
+from ._references import (affine, init, logsoftmax, normals, positives, randn,
+                          relu, sigmoid, softmax)
+
+__all__ = ["Case", "CASES", "fn"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,6 @@ class Case:
     def expected_gradients(self, params: dict, inputs: tuple, delta) -> tuple:
         """Finite-difference gradients, in float64, of ``Σ delta · reference(params, inputs)``:
         ``(dict of param gradients, input gradients shaped like inputs)``."""
-        from ._checks import finite_differences, leaves
         keys = list(params)
         in_leaves = leaves(list(inputs))
         deltas = [np.asarray(d, np.float64) for d in leaves(delta)]
@@ -111,69 +114,14 @@ def _rebuild(structure, flat: list):
 
 
 def _leaf_positions(inputs: tuple, i: int) -> range:
-    from ._checks import leaves
     start = sum(len(leaves(x)) for x in inputs[:i])
     return range(start, start + len(leaves(inputs[i])))
-
-
-# -- input factories and initialisation -----------------------------------------------------------
-
-
-def randn(rng: np.random.Generator, *shape) -> np.ndarray:
-    """Standard normal float32 samples of `shape`."""
-    return np.asarray(rng.standard_normal(shape), dtype=np.float32)
-
-
-def positive(rng: np.random.Generator, *shape) -> np.ndarray:
-    """Float32 samples uniform in [0.5, 2) (for log, sqrt, pow: away from 0)."""
-    return np.asarray(rng.uniform(0.5, 2.0, shape), dtype=np.float32)
-
-
-def normals(*shapes) -> Callable:
-    """An input factory: one standard normal array per shape."""
-    return lambda rng: tuple(randn(rng, *s) for s in shapes)
-
-
-def positives(*shapes) -> Callable:
-    """An input factory: one array in [0.5, 2) per shape."""
-    return lambda rng: tuple(positive(rng, *s) for s in shapes)
-
-
-def init(*shape) -> np.ndarray:
-    """Layer initialisation for cases: `flux.initn` scaled to standard deviation 0.5, so that
-    activations are far from linear and gradients far from zero (reproducible via flux.seed)."""
-    return flux.initn(*shape) * 50
 
 
 def fn(name: str, f: Callable, inputs: Callable, reference: Callable, **flags) -> Case:
     """A case for a parameterless model ``net(f)``; `reference(*inputs)` takes no params."""
     return Case(name, lambda: net(f), inputs, lambda p, *xs: reference(*xs),
                 has_params=False, **flags)
-
-
-# -- NumPy references (the oracle's vocabulary) ----------------------------------------------------
-
-
-def sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def relu(x):
-    return x * (x > 0)
-
-
-def softmax(x):
-    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def logsoftmax(x):
-    z = x - np.max(x, axis=-1, keepdims=True)
-    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
-
-
-def affine(p, prefix, x):
-    return x @ p[prefix + "W"] + p[prefix + "b"]
 
 
 # -- models ----------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import numpy as np
 import flux
 from flux.ir import primitives as P
 
-from ._cases import fn, normals, positive, positives, randn, relu, sigmoid
+from ._cases import fn
+from ._references import normals, positive, positives, randn, relu, sigmoid
 
 __all__ = ["PRIMITIVE_CASES"]
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import flux
-from flux.backends import KNOWN_BACKENDS
+from flux.backends import KNOWN_BACKENDS, vjp
 from flux.ir import primitives as _primitives
 
 from ._cases import CASES, Case
-from ._checks import (ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close,
-                      finite_differences, leaves)
+from ._checks import ATOL, GRAD_RTOL, RTOL, assert_close, assert_grads_close, leaves
 from ._primitive_cases import PRIMITIVE_CASES
+from ._training_checks import OPTIMISERS, TrainingChecks, copy_value, random_like, values
 
 __all__ = ["BackendConformance"]
 
@@ -33,36 +33,10 @@ _PRIMITIVES_DIFFERENTIABLE = [c for c in PRIMITIVE_CASES if c.differentiable]
 _OPTIMISER_CASES = [c for c in _TRAINABLE if c.name in (
     "affine_batch", "chain_relu_tanh_logsoftmax", "closure_over_param", "shared_param",
     "unrolled_lstm")]
-OPTIMISERS = {"SGD": lambda: flux.SGD(0.1), "Momentum": lambda: flux.Momentum(0.05, 0.9),
-              "ADAM": lambda: flux.ADAM(0.01)}
-"""The optimisers `check_optimiser` runs, by name (each call makes a fresh one)."""
 _FLOAT32 = np.dtype(np.float32)
 
 
-def _values(params: dict) -> dict:
-    """Copies of the Params' current values, by name."""
-    return {name: np.array(p.peek()) for name, p in params.items()}
-
-
-def _copy(value):
-    if isinstance(value, (tuple, list)):
-        return type(value)(_copy(v) for v in value)
-    return np.array(value, copy=True)
-
-
-def _random_like(case: Case, template, purpose: str = "delta"):
-    """Random float32 arrays shaped like `template` (tuples kept): cotangents and targets."""
-    rng = case.rng(purpose)
-    if isinstance(template, (tuple, list)):
-        return type(template)(_random_leaf(rng, t) for t in template)
-    return _random_leaf(rng, template)
-
-
-def _random_leaf(rng, template):
-    return np.asarray(rng.standard_normal(np.shape(template)), dtype=np.float32)
-
-
-class BackendConformance:
+class BackendConformance(TrainingChecks):
     """The conformance suite for one backend. Use it by subclassing in a test file::
 
         from flux.testing import BackendConformance
@@ -171,7 +145,6 @@ class BackendConformance:
     def test_primitive_case_uses_its_primitive(self, case: Case):
         """The case's graph, or its gradient graph, contains the primitive it is named after,
         so the backend really runs that primitive in the forward or gradient checks."""
-        from flux.backends import vjp
         model, _ = case.build()
         graph = flux.compile(model, "numpy").graph(*case.make_inputs())   # core's trace
         used = {eqn.prim.name for eqn in graph.eqns}
@@ -204,12 +177,12 @@ class BackendConformance:
             f"{len(params)} Params")
         inputs = case.make_inputs()
         others = tuple(case.inputs(case.rng("other inputs")))
-        inputs_before, params_before = _copy(inputs), _values(params)
+        inputs_before, params_before = copy_value(inputs), values(params)
         compiled = self.compile(model)
 
         out = compiled(*inputs)
         self._check_output(case, out, params, inputs)
-        first = _copy(out)
+        first = copy_value(out)
         self._check_output(case, compiled(*others), params, others)
         for i, (a, b) in enumerate(zip(leaves(out), leaves(first), strict=True)):
             assert np.array_equal(a, b, equal_nan=True), (
@@ -218,7 +191,7 @@ class BackendConformance:
         assert_close(compiled(*inputs), first, rtol=self.rtol, atol=self.atol,
                      what="the output of a repeated call")
         assert_close(inputs, inputs_before, rtol=0, atol=0, what="inputs after the call")
-        assert_close(_values(params), params_before, rtol=0, atol=0, what="Params after the call")
+        assert_close(values(params), params_before, rtol=0, atol=0, what="Params after the call")
 
     def _check_output(self, case: Case, out, params: dict, inputs: tuple) -> None:
         native = case.expected(params, inputs)                 # NumPy on float32: the dtypes
@@ -254,8 +227,8 @@ class BackendConformance:
         model, params = case.build()
         inputs = case.make_inputs()
         compiled = self.compile(model)
-        delta = _random_like(case, case.expected(params, inputs))
-        before = _values(params)
+        delta = random_like(case, case.expected(params, inputs))
+        before = values(params)
 
         input_grads = flux.back(compiled, delta, *inputs)
         fd_params, fd_inputs = case.expected_gradients(before, inputs, delta)
@@ -279,7 +252,7 @@ class BackendConformance:
         for name, p in params.items():
             assert_close(p.grad, 2 * first[name], rtol=1e-6, atol=1e-7,
                          what=f"gradient of Param {name!r} after a second back (must accumulate)")
-        assert_close(_values(params), before, rtol=0, atol=0, what="Params after back")
+        assert_close(values(params), before, rtol=0, atol=0, what="Params after back")
 
     def _check_gradient(self, grad, primal, expected, what: str) -> None:
         assert type(grad) is np.ndarray, f"{what}: expected a NumPy array, found {type(grad)}"
@@ -288,159 +261,6 @@ class BackendConformance:
         assert grad.dtype == np.asarray(primal).dtype, (
             f"{what}: expected dtype {np.asarray(primal).dtype}, found {grad.dtype}")
         assert_grads_close(grad, expected, rtol=self.grad_rtol, what=what)
-
-    def check_update(self, case: Case) -> None:
-        """Proves Parameters are shared, not copied: after `flux.back` and
-        ``flux.update(compiled, lr)`` the ORIGINAL model's Params moved by exactly
-        ``-lr * grad`` and their gradients are cleared; then a Param given a new array
-        (``p.value = ...``) and one written in place (``p.value[...] = ...``) are each seen by
-        the compiled model's next call."""
-        model, params = case.build()
-        assert params, f"case {case.name!r} has no Params to update"
-        inputs = case.make_inputs()
-        compiled = self.compile(model)
-        compiled(*inputs)                      # a cached plan must not hold stale values
-        delta = _random_like(case, case.expected(params, inputs))
-
-        flux.back(compiled, delta, *inputs)
-        grads = {name: np.array(p.grad) for name, p in params.items()}
-        before = _values(params)
-        assert any(np.any(g != 0) for g in grads.values()), "all gradients are zero"
-        flux.update(compiled, self.lr)
-        for name, p in params.items():
-            expected = before[name] - np.multiply(grads[name], self.lr, dtype=p.dtype)
-            assert_close(p.value, expected, rtol=1e-6, atol=1e-7,
-                         what=f"Param {name!r} after update({self.lr})")
-            assert not np.any(p.grad), f"the gradient of Param {name!r} was not cleared"
-
-        for name, p in params.items():
-            p.value = -0.5 * before[name] + 0.25
-        self._check_output(case, compiled(*inputs), params, inputs)
-        for name, p in params.items():
-            p.value[...] = 1.5 * before[name]
-        self._check_output(case, compiled(*inputs), params, inputs)
-
-    def check_train(self, case: Case) -> None:
-        """Proves `flux.train` trains through the backend, against the oracle: one SGD step on
-        one pair returns ``[mse(reference(x), y)]`` and moves each ORIGINAL Param by
-        ``-lr ∇mse`` (finite differences); over five epochs of a batch and a single point it
-        calls the callback after every update and returns each epoch's mean of the losses
-        before each update (recomputed by the oracle from the Params seen by the callback),
-        and they decrease."""
-        model, params = case.build()
-        (x,) = case.make_inputs()
-        y = _random_like(case, case.expected(params, (x,)), "target")
-        start = _values(params)
-
-        def loss(values: dict, x, y) -> float:
-            out = case.expected(values, (x,), np.float64)
-            return float(np.mean((out - y) ** 2))
-
-        losses = flux.train(self.compile(model), [(x, y)], loss=flux.mse, opt=flux.SGD(self.lr))
-        assert isinstance(losses, list) and len(losses) == 1, (
-            f"flux.train with epochs=1 must return a list of one loss, found {losses!r}")
-        assert_close(losses[0], loss(start, x, y), rtol=self.rtol, atol=self.atol,
-                     what="the loss before the first step")
-        names = list(start)
-        grads = finite_differences(lambda *v: loss(dict(zip(names, v, strict=True)), x, y),
-                                   *start.values())
-        for (name, p), grad in zip(params.items(), grads, strict=True):
-            scale = float(np.max(np.abs(grad)))
-            assert_close(p.value, start[name] - self.lr * grad, rtol=4 * np.finfo(p.dtype).eps,
-                         atol=abs(self.lr) * self.grad_rtol * scale + 1e-7,
-                         what=f"Param {name!r} after one SGD step")
-
-        model, params = case.build()
-        data = [(x, y), (x[0], y[0])] if case.batched else [(x, y)]
-        seen = [_values(params)]
-        losses = flux.train(self.compile(model), data, loss=flux.mse, opt=flux.SGD(self.lr),
-                            epochs=5, cb=[lambda: seen.append(_values(params))])
-        assert len(seen) == 1 + 5 * len(data), (
-            f"the callback ran {len(seen) - 1} times for {5 * len(data)} updates")
-        before = iter(seen)
-        expected = [np.mean([loss(next(before), *pair) for pair in data]) for _ in range(5)]
-        assert isinstance(losses, list) and len(losses) == 5, (
-            f"flux.train with epochs=5 must return a list of 5 losses, found {losses!r}")
-        assert_close(losses, expected, rtol=self.rtol, atol=self.atol,
-                     what="per-epoch mean losses")
-        assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), (
-            f"the loss did not decrease at every epoch: {losses}")
-
-    def _optimiser_run(self, case: Case, make_opt, compile) -> tuple:
-        """One fixed sequence of training through `compile`: returns the Params' values, the
-        losses and the optimiser's state arrays at the end."""
-        model, params = case.build()
-        (x,) = case.make_inputs()
-        y = _random_like(case, case.expected(params, (x,)), "target")
-        delta = _random_like(case, y, "delta")
-        opt = make_opt()
-        compiled = compile(model)
-        losses = flux.train(compiled, [(x, y)] * 3, loss=flux.mse, opt=opt)
-        flux.back(compiled, delta, x)                       # an update from flux.update
-        flux.update(compiled, opt)
-        flux.back(model, delta, x)                          # one on the NumPy side
-        flux.update(model, opt)
-        first, *rest = params.values()
-        first.value = first.value * 0.5                     # the user changes Params
-        for p in rest[:1]:
-            p.value[...] += 0.125
-        losses += flux.train(compiled, [(x, y)] * 2, loss=flux.mse, opt=opt, epochs=2)
-        names = {id(p): name for name, p in params.items()}
-        return _values(params), losses, opt.state_arrays(names)
-
-    def check_optimiser(self, case: Case, make_opt) -> None:
-        """Proves the backend trains with flux's optimisers exactly as the NumPy backend does
-        (the same formulas, step counts and state): three `flux.train` steps, a `flux.back` +
-        `flux.update` on the compiled model and one on the uncompiled model (NumPy, with the
-        same optimiser object), a Param assigned and one written in place by the user, then
-        two epochs of two steps give the same losses, Params and optimiser state
-        (``opt.state_arrays``) as the same sequence on the NumPy backend."""
-        got = self._optimiser_run(case, make_opt, self.compile)
-        want = self._optimiser_run(case, make_opt, lambda m: flux.compile(m, "numpy"))
-        tolerance = {"rtol": 10 * self.rtol, "atol": 10 * self.atol}
-        assert_close(got[1], want[1], what="the losses", **tolerance)
-        for name in want[0]:
-            assert_close(got[0][name], want[0][name], what=f"Param {name!r}", **tolerance)
-        assert sorted(got[2]) == sorted(want[2]), (
-            f"optimiser state: expected the slots {sorted(want[2])}, found {sorted(got[2])}")
-        for key in want[2]:
-            assert_close(np.asarray(got[2][key], np.float64), np.asarray(want[2][key], np.float64),
-                         what=f"optimiser state {key!r}", **tolerance)
-
-    def check_resume(self, case: Case, tmp_path) -> None:
-        """Proves checkpoints capture the backend's training state: a run with ADAM
-        interrupted after 5 of 8 updates (checkpoint every update) and resumed in a fresh
-        model ends with the Params of the uninterrupted run."""
-        (x,) = case.make_inputs()
-        model, params = case.build()
-        y = _random_like(case, case.expected(params, (x,)), "target")
-        data = [(x, y), (x * 0.5, y), (x, -y), (x * 2, y)]
-        flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01), epochs=2)
-        expected = _values(params)
-
-        class Interrupted(Exception):
-            pass
-
-        done = []
-
-        def stop_after_five():
-            done.append(1)
-            if len(done) == 5:
-                raise Interrupted
-
-        path = tmp_path / "checkpoint.npz"
-        model, _ = case.build()
-        with pytest.raises(Interrupted):
-            flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01),
-                       epochs=2, cb=stop_after_five, checkpoint=path, every=1)
-        model, params = case.build()
-        for p in params.values():
-            p.value = p.value + 1                       # overwritten by the checkpoint
-        flux.train(self.compile(model), data, loss=flux.mse, opt=flux.ADAM(0.01), epochs=2,
-                   resume=path)
-        for name, value in _values(params).items():
-            assert_close(value, expected[name], rtol=self.rtol, atol=self.atol,
-                         what=f"Param {name!r} after resuming")
 
     def check_batch(self, case: Case) -> None:
         """Proves single points and batches agree: each point of a batch, given alone (no

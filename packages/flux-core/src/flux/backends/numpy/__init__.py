@@ -20,7 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from flux.hookspecs import Backend, hookimpl
+from flux.backends.contract import Backend, hookimpl
 from flux.backends.errors import equation_error
 from flux.errors import BackendError
 from flux.ir import primitives as P
