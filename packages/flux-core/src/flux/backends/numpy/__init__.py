@@ -269,12 +269,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
             env[key] = functools.partial(eqn.prim.impl, **eqn.attrs)
             expr = f"{key}({', '.join(ins)})"
         else:
-            if eqn.prim is P.getitem_p:
-                key = fresh("_ix")
-                env[key] = eqn.attrs["index"]
-                expr = f"{ins[0]}[{key}]"
-            else:
-                expr = emitter(ins, eqn.attrs, out_expr)
+            expr = emitter(ins, eqn.attrs, out_expr)
         lines[len(body) + 2] = eqn   # +1 for 1-based numbering, +1 for the def line
         body.append(f"{out_name} = {expr}")
 
