@@ -160,7 +160,7 @@ def test_the_device_option_places_variables_and_is_checked():
     np.testing.assert_allclose(t(x), m(x), rtol=1e-5, atol=1e-6)
     flux.train(t, [(x, rand(2, 3))], opt=flux.Momentum(0.1))
     assert all(v.device.endswith("CPU:0") for v in flux_tf.variables(m) + [
-        rec[1] for rec in t.variables._records.values()])
+        rec.array for rec in t.variables._records.values()])
     with pytest.raises(flux.BackendError, match="no device /GPU:7"):
         flux.compile(m, "tf", device="gpu:7")
     with pytest.raises(flux.FluxValueError, match="device="):

@@ -18,9 +18,9 @@ except ImportError as error:             # flux-tf installed without one of its 
                       "install 'flux-tf[cpu]' (tensorflow-cpu), 'flux-tf[gpu]' "
                       "(tensorflow[and-cuda]), or the TensorFlow of your choice") from error
 
-from flux.hookspecs import Backend, hookimpl
+from flux.backends import Backend, hookimpl
 
-from ._compiled import TFCompiled, Variables, lower_graph
+from ._compiled import TFCompiled, Variables, check_options, graph_function
 from ._native import FluxLayer, keras_layer, keras_objects, tensor, variables, write_back
 
 __all__ = ["TFBackend", "TFCompiled", "tensor", "keras_layer", "keras_objects", "FluxLayer",
@@ -37,8 +37,8 @@ class TFBackend(Backend):
     package = "flux-tf"
 
     def lower(self, graph, options: dict):
-        options = TFCompiled.check_options(options)
-        return lower_graph(graph, Variables(options.get("device")), options)
+        options = check_options(options)
+        return graph_function(graph, Variables(options.get("device")), options)
 
     def compile(self, model, options: dict):
         return TFCompiled(model, self, options)

@@ -1,54 +1,59 @@
 """`TFCompiled`: a flux model compiled for TensorFlow, with its Params kept in `tf.Variable`s.
 
-Each Param gets one `tf.Variable` (a Param used twice is one variable), created on first use and
-owned by the compiled model (`Variables`). Before every call, Params whose `version` moved since
-they were last copied in (assigned, written in place, updated through NumPy by `flux.update`,
-trained by another compiled copy) are copied into their variables again; the others cost one
-integer comparison. Forward graphs and `flux.back`'s vjp graphs are lowered to one traced
-`tf.function` per signature and called as its concrete function (no argument matching or
-retracing checks per call). `flux.train` runs a whole step (forward, gradients, optimiser update,
-skipped when the loss is not finite) in one concrete function per signature and optimiser
-(`_TrainFunction`), and `flux.update` the optimiser's update alone (`apply_update`); the new
-values stay in the variables and each Param is told so (`Param.defer`): it fetches its value
-from its variable the next time it is read.
+Each Param gets one `tf.Variable` (a Param used twice is one variable), owned by the compiled
+model and kept current by version (`Variables`, a `flux.backends.ParamMirror`: before each call
+only the Params changed since cost a copy). Forward graphs and `flux.back`'s vjp graphs become
+one traced `tf.function` per signature, called as its concrete function (no argument matching
+or retracing checks per call). `flux.train` runs a whole step (forward, TF's gradients, the
+optimiser's update, skipped when the loss is not finite) in one concrete function per signature
+and optimiser (`Trainer`), and `flux.update` the update alone (`apply_update`); the new values
+stay in the variables, and each Param fetches its value from them when next read.
+
+The update is the optimiser's own `rule` run on TF tensors (`OptimiserVariables`, a
+`flux.backends.OptimiserMirror`): hyper-parameters read before every step into one float64
+variable (changing ``opt.lr`` needs no retrace), slots in TF variables, loaded from
+``opt.state`` when it changed elsewhere and handed back after each step, so checkpoints and
+NumPy updates continue from the TF-side values.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
 import flux
-from flux import BackendError, Compiled, FluxValueError
-from flux._source import user_facing
+from flux import BackendError
+from flux.backends import (Compiled, OptimiserMirror, ParamMirror, backend_error, parse_device,
+                           user_facing)
 
-from ._lower import backend_error, build
-from ._optimisers import OptimiserState
+from ._lower import build
 
-__all__ = ["TFCompiled", "Variables"]
+__all__ = ["TFCompiled", "Variables", "OptimiserVariables", "check_options", "graph_function"]
 
 OPTIONS = ("jit_compile", "check_numerics", "device")
+NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)     # optimisers whose update runs inside TF
 
-_DEVICE = re.compile(r"/?(?:device:)?(cpu|gpu|tpu)(?::(\d+))?", re.IGNORECASE)
 
-
-def tf_device(name) -> str:
-    """The TF device name for a ``device=`` option (``"cpu"``, ``"gpu"``, ``"gpu:1"``,
-    ``"/GPU:0"``), checked against the devices TensorFlow sees here."""
-    match = _DEVICE.fullmatch(str(name).strip())
-    if match is None:
-        raise FluxValueError(f"tf backend: device= takes 'cpu', 'gpu', 'gpu:1' or a TF device "
-                             f"name such as '/GPU:0'; found {name!r}")
-    wanted = f"/{match.group(1).upper()}:{match.group(2) or 0}"
-    here = [d.name.replace("/device:", "/") for d in tf.config.list_logical_devices()]
-    if wanted not in here:
-        raise BackendError(f"tf backend: there is no device {wanted} here; TensorFlow sees "
-                           f"{', '.join(here)}", trace=[])
-    return wanted
+def check_options(options) -> dict:
+    """The options given to `flux.compile(model, "tf", ...)`, checked; a ``device`` becomes the
+    TF device name, checked against the devices TensorFlow sees here."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"the tf backend takes the options {', '.join(OPTIONS)}; "
+                        f"given {', '.join(unknown)}")
+    if options.get("device") is not None:
+        device = parse_device(options["device"], "tf")
+        wanted = f"/{device.kind.upper()}:{device.index}"
+        here = [d.name.replace("/device:", "/") for d in tf.config.list_logical_devices()]
+        if wanted not in here:
+            raise BackendError(f"tf backend: there is no device {wanted} here; TensorFlow sees "
+                               f"{', '.join(here)}", trace=[])
+        options["device"] = wanted
+    return options
 
 
 def placed(device):
@@ -56,53 +61,23 @@ def placed(device):
     return tf.device(device) if device else contextlib.nullcontext()
 
 
-class Variables:
-    """One `tf.Variable` per Param, with the Param `version` it holds.
-
-    A record is ``[Param, Variable, version]``. `sync` copies a Param in when its version
-    differs from the record's; `hold` records that the variables are newer than the Params
-    (after a training step or a Keras `fit`), which the Params fetch from them (`fetch`) when
-    next read."""
+class Variables(ParamMirror):
+    """One `tf.Variable` per Param, on `device`, kept current by version (`record`, `sync`,
+    `hold`, `pull`, `fetch`: see `flux.backends.ParamMirror`)."""
 
     def __init__(self, device=None):
-        self._records: dict[int, list] = {}
+        super().__init__()
         self.device = device
 
-    def record(self, p) -> list:
-        rec = self._records.get(id(p))
-        if rec is None or rec[0] is not p or tuple(rec[1].shape) != p.shape:
-            version = p.version
-            with placed(self.device):
-                rec = [p, tf.Variable(p.peek(), trainable=True), version]
-            self._records[id(p)] = rec
-        return rec
+    def new(self, value):
+        with placed(self.device):
+            return tf.Variable(value, trainable=True)
 
-    def of(self, params) -> list:
-        return [self.record(p)[1] for p in params]
+    def assign(self, array, value) -> None:
+        array.assign(value)
 
-    @staticmethod
-    def sync(records) -> None:
-        """Copy into its variable every Param changed since the variable last took it."""
-        for rec in records:
-            p = rec[0]
-            if p._version != rec[2]:
-                rec[1].assign(p.peek())       # fetched first if another copy holds it
-                rec[2] = p._version
-
-    def hold(self, records) -> None:
-        """The variables of `records` now hold the newest values of their Params."""
-        for rec in records:
-            rec[2] = rec[0].defer(self)
-
-    def fetch(self, p) -> np.ndarray:
-        """The value of `p`'s variable (called by `p` when it is read after `hold`)."""
-        return self._records[id(p)][1].numpy()
-
-    def pull(self, params) -> None:
-        """Variables changed outside flux (Keras, a GradientTape loop) hold the newest
-        values of their Params."""
-        found = [(p, self._records.get(id(p))) for p in params]
-        self.hold([rec for p, rec in found if rec is not None and rec[0] is p])
+    def read(self, array) -> np.ndarray:
+        return array.numpy()
 
 
 def concrete_function(fn, graph, options):
@@ -121,173 +96,200 @@ def concrete_function(fn, graph, options):
     try:
         return traced.get_concrete_function()
     except Exception as error:
-        raise backend_error(error, graph) from error
+        raise backend_error("tf", error, graph) from error
 
 
-def lower_graph(graph, variables: Variables, options: dict):
-    """`graph` as one concrete TF function reading the Params' variables in `variables`; the
-    result takes and returns NumPy arrays, copying changed Params into their variables first."""
-    body = build(graph, bool(options.get("check_numerics", False)))
-    records = [variables.record(p) for p in graph.param_objs]
-    params = [rec[1] for rec in records]
-    fn = concrete_function(lambda *xs: body(xs, params), graph, options)
-    sync = variables.sync
-
-    def run(*xs):
-        sync(records)
-        try:
-            outs = fn(*xs)
-        except tf.errors.OpError as error:
-            raise backend_error(error, graph) from error
-        return _numpy(outs)
-
-    return run
+def _run(fn, graph, xs) -> list:
+    try:
+        return fn(*xs)
+    except tf.errors.OpError as error:
+        raise backend_error("tf", error, graph) from error
 
 
 def _numpy(outs) -> list:
     return [np.asarray(o) if o.shape.rank == 0 else o.numpy() for o in outs]
 
 
+def graph_function(graph, variables: Variables, options: dict):
+    """`graph` as one concrete TF function reading the Params' variables in `variables`; the
+    result takes and returns NumPy arrays, copying changed Params into their variables first."""
+    body = build(graph, bool(options.get("check_numerics", False)))
+    records = variables.records(graph.param_objs)
+    params = [rec.array for rec in records]
+    fn = concrete_function(lambda *xs: body(xs, params), graph, options)
+    sync = variables.sync
+
+    def run(*xs):
+        sync(records)
+        return _numpy(_run(fn, graph, xs))
+
+    return run
+
+
 class TFCompiled(Compiled):
     """A flux model running on TensorFlow; called, trained and differentiated like the model."""
 
     def __init__(self, model, backend, options=None):
-        super().__init__(model, backend, self.check_options(options))
+        super().__init__(model, backend, check_options(options))
         self.variables = Variables(self.options.get("device"))
-        self._trainers = weakref.WeakKeyDictionary()    # optimiser -> (state, {step id: fn})
-        self._updaters = weakref.WeakKeyDictionary()    # optimiser -> {Params: fn}
-
-    @staticmethod
-    def check_options(options) -> dict:
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise TypeError(f"the tf backend takes the options {', '.join(OPTIONS)}; "
-                            f"given {', '.join(unknown)}")
-        if options.get("device") is not None:
-            options["device"] = tf_device(options["device"])
-        return options
+        self.tensor_graphs: dict = {}                        # what `flux_tf.tensor` built
+        self._optimisers = weakref.WeakKeyDictionary()       # optimiser -> OptimiserVariables
 
     def lower(self, graph):
         """`graph` as one `tf.function` reading this model's variables; NumPy in and out."""
-        return lower_graph(graph, self.variables, self.options)
+        return graph_function(graph, self.variables, self.options)
 
-    def _concrete_function(self, fn, graph):
-        return concrete_function(fn, graph, self.options)
+    def _mirror(self, opt) -> OptimiserVariables:
+        found = self._optimisers.get(opt)
+        if found is None:
+            found = self._optimisers[opt] = OptimiserVariables(opt)
+        return found
 
     def train_step(self, loss, opt, x, y) -> float:
         """Forward, gradients and the update of `opt` in one TF function (see the module)."""
-        if type(opt) not in _NATIVE:
+        if type(opt) not in NATIVE:
             return super().train_step(loss, opt, x, y)
         try:
             step, leaves = self.training_step(loss, x, y)
-            state = self._optimiser_state(opt)
-            per_step = self._trainers[opt][1]
-            trainer = per_step.get(id(step))
+            mirror = self._mirror(opt)
+            trainer = mirror.trainers.get(id(step))
             if trainer is None or trainer.step is not step:
-                trainer = per_step[id(step)] = _TrainFunction(self, step, state)
+                trainer = mirror.trainers[id(step)] = Trainer(self, step, mirror)
             return trainer(leaves)
         except Exception as error:
             raise user_facing(error) from error.__cause__
-
-    def _optimiser_state(self, opt) -> OptimiserState:
-        found = self._trainers.get(opt)
-        if found is None:
-            found = self._trainers[opt] = (OptimiserState(opt), {})
-        return found[0]
 
     def apply_update(self, opt, ps, grads) -> None:
         """`flux.update` on TF: the gradients go in, the optimiser's update runs on the
         variables (one concrete function per optimiser and set of Params), and the Params
         fetch the new values when next read."""
-        if type(opt) not in _NATIVE:
+        if type(opt) not in NATIVE:
             return super().apply_update(opt, ps, grads)
-        state = self._optimiser_state(opt)
-        per_params = self._updaters.setdefault(opt, {})
+        mirror = self._mirror(opt)
         key = tuple((id(p), p.shape) for p in ps)
-        found = per_params.get(key)
+        found = mirror.updaters.get(key)
         if found is None or any(a is not b for a, b in zip(found[0], ps)):
-            records = [self.variables.record(p) for p in ps]
-            slots = [state.slots(p, rec[1]) for p, rec in zip(ps, records)]
+            records = self.variables.records(ps)
+            slots = mirror.slots_of(records)
             spec = [tf.TensorSpec(p.shape, tf.as_dtype(p.dtype)) for p in ps]
-
-            def update(*gs):
-                with tf.control_dependencies([state.update(slots, list(gs))]):
-                    return tf.constant(True)
-            fn = tf.function(update, input_signature=spec,
+            fn = tf.function(lambda *gs: _then(mirror.update(slots, gs)), input_signature=spec,
                              autograph=False).get_concrete_function()
-            found = per_params[key] = (list(ps), records, fn)
+            found = mirror.updaters[key] = (list(ps), records, fn)
         _, records, fn = found
         self.variables.sync(records)
-        state.refresh()
+        mirror.refresh()
         fn(*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
         self.variables.hold(records)
-        state.stepped()
+        mirror.stepped()
 
 
-_NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)
+class OptimiserVariables(OptimiserMirror):
+    """The TF side of one optimiser for one compiled model (see the module): its slots as TF
+    variables beside each Param's variable, its hyper-parameters, its update, and the concrete
+    functions that apply it (`trainers` per training step, `updaters` per set of Params)."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.last = opt.hyper()
+        self.hyper = tf.Variable(np.array(list(self.last.values()), np.float64),
+                                 trainable=False)
+        self.trainers: dict = {}
+        self.updaters: dict = {}
+
+    def refresh(self) -> None:
+        """Copy the optimiser's hyper-parameters in if they changed, and its state if it
+        changed outside these variables."""
+        hyper = self.opt.hyper()
+        if hyper != self.last:
+            self.last = hyper
+            self.hyper.assign(np.array(list(hyper.values()), np.float64))
+        super().refresh()
+
+    def new_slots(self, p, array) -> list:
+        with tf.device(array.device):                 # beside the parameter
+            return [tf.Variable(tf.zeros((), tf.int64) if isinstance(init, int)   # counters
+                                else tf.zeros_like(array), trainable=False)
+                    for init in self.opt.initial_slots()]
+
+    def load_slots(self, p, slots, values) -> None:
+        for slot, value in zip(slots, values):
+            slot.assign(np.broadcast_to(np.asarray(value, slot.dtype.as_numpy_dtype),
+                                        slot.shape))
+
+    def read_slots(self, p, slots) -> tuple:
+        return tuple(int(s.numpy()) if s.dtype.is_integer else s.numpy() for s in slots)
+
+    def slots_of(self, records) -> list:
+        """``(variable, slots)`` of each record's Param, for `update`."""
+        return [(rec.array, self.slots(rec.param, rec.array)) for rec in records]
+
+    def update(self, slots, grads):
+        """The assignments of one step (inside a `tf.function`): the optimiser's `rule` on TF
+        tensors, hyper-parameters cast to each parameter's dtype; ADAM's bias corrections in
+        float64 from the step counter."""
+        opt = self.opt
+        h64 = dict(zip(self.last, tf.unstack(self.hyper)))
+        corrections = getattr(opt, "bias_corrections", None)
+        ops = []
+        for (variable, state), g in zip(slots, grads):
+            dt = variable.dtype
+            h = {name: tf.cast(value, dt) for name, value in h64.items()}
+            if corrections is not None:
+                t = next(s for s in state if s.dtype.is_integer)
+                c1, c2 = corrections(h64, tf.cast(t + 1, tf.float64))
+                h["c1"], h["c2"] = tf.cast(c1, dt), tf.cast(c2, dt)
+            step, new = opt.rule(g, tuple(state), h, sqrt=tf.sqrt)
+            ops += [s.assign(value) for s, value in zip(state, new)]
+            ops.append(variable.assign_sub(step))
+        return tf.group(*ops)
 
 
-class _TrainFunction:
+class Trainer:
     """One training step of one signature for one optimiser, as one concrete TF function.
 
-    The function runs the forward graph ``loss(model(x), y)`` (flux's objective graph, lowered
+    The function runs the forward graph ``loss(model(x), y)`` (the step's objective, lowered
     like any other) under a `tf.GradientTape` watching the Params' variables, takes the
     gradients with TF's own autodiff, and applies the optimiser's update of the variables under
     ``tf.cond(isfinite(loss))``. It returns the loss and the carried state (no gradient flows
     through it); the new parameter values stay in the variables (`Variables.hold`)."""
 
-    def __init__(self, compiled: TFCompiled, step, state: OptimiserState):
-        self.step, self.compiled = step, compiled
-        forward = step.objective     # core's traced loss(model(x), y), not differentiated
-        self.graph = forward
-        body = build(forward, bool(compiled.options.get("check_numerics", False)))
-        self.records = [compiled.variables.record(p) for p in forward.param_objs]
-        variables = [rec[1] for rec in self.records]
-        self.state = state
-        slots = [state.slots(rec[0], rec[1]) for rec in self.records]
-        n_carry = len(forward.carry_out)
-        self.n_carry = n_carry
-        update = state.update
-        floating = [v.dtype.is_floating for v in variables]
-        watched = [v for v, f in zip(variables, floating) if f]
+    def __init__(self, compiled: TFCompiled, step, mirror: OptimiserVariables):
+        self.step, self.compiled, self.mirror = step, compiled, mirror
+        graph = self.graph = step.objective
+        body = build(graph, bool(compiled.options.get("check_numerics", False)))
+        self.records = compiled.variables.records(graph.param_objs)
+        variables = [rec.array for rec in self.records]
+        slots = mirror.slots_of(self.records)
+        watched = [v for v in variables if v.dtype.is_floating]
 
         def train(*xs):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(watched)
-                outs = body(xs, variables)
-            value, carried = outs[0], outs[1:1 + n_carry]
-            found = iter(tape.gradient(value, watched,
+                outs = body(xs, variables)         # the loss, then the carried state
+            found = iter(tape.gradient(outs[0], watched,
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
-            grads = [tf.convert_to_tensor(next(found)) if f else tf.zeros_like(v)
-                     for v, f in zip(variables, floating)]
-            tf.cond(tf.math.is_finite(value), lambda: _then(update(slots, grads)), _nothing)
-            return [value, *carried]
+            grads = [tf.convert_to_tensor(next(found)) if v.dtype.is_floating
+                     else tf.zeros_like(v) for v in variables]
+            tf.cond(tf.math.is_finite(outs[0]), lambda: _then(mirror.update(slots, grads)),
+                    lambda: tf.constant(False))
+            return outs
 
-        self.fn = compiled._concrete_function(train, forward)
+        self.fn = concrete_function(train, graph, compiled.options)
 
     def __call__(self, leaves) -> float:
-        compiled, graph, records = self.compiled, self.graph, self.records
-        variables = compiled.variables
-        variables.sync(records)
-        self.state.refresh()
-        try:
-            outs = self.fn(*leaves, *compiled._carried(graph))
-        except tf.errors.OpError as error:
-            raise backend_error(error, graph) from error
+        compiled, graph = self.compiled, self.graph
+        compiled.variables.sync(self.records)
+        self.mirror.refresh()
+        outs = _run(self.fn, graph, (*leaves, *compiled.carry.inputs(graph)))
         value = float(outs[0])
-        if self.n_carry:
-            compiled._keep_carried(graph, _numpy(outs), 1)
+        if graph.carry_out:
+            compiled.carry.keep(graph, _numpy(outs), 1)
         if math.isfinite(value):            # the update was applied
-            variables.hold(records)
-            self.state.stepped()
+            compiled.variables.hold(self.records)
+            self.mirror.stepped()
         return value
 
 
 def _then(op):
     with tf.control_dependencies([op]):
         return tf.constant(True)
-
-
-def _nothing():
-    return tf.constant(False)

@@ -1,81 +1,63 @@
-"""Lowering: flux's primitives as TensorFlow ops, and a graph as a Python function of tensors.
+"""The lowering table: flux's primitives as TensorFlow ops, and a graph as a function of tensors.
 
-`LOWERINGS` has one short entry per primitive of `flux._primitives.PRIMITIVES`. `build` turns a
-`Graph` into ``body(inputs, params) -> outputs`` over TF tensors; every equation's ops are made
-inside ``tf.name_scope(f"e{i}")``, so a TF error naming an op (``e12/MatMul``) maps back to
-equation 12 and its source (`equation_of`). The callers (`TFCompiled`, `tensor`, `keras_layer`)
-decide where the params come from (their own `tf.Variable`s) and wrap `body` in `tf.function`.
+`LOWERINGS` has one short entry per primitive of `flux.ir.PRIMITIVES`. `build` turns a `Graph`
+into ``body(inputs, params) -> outputs`` over TF tensors; every equation's ops are made inside
+``tf.name_scope(op_name(i))``, so a TF error naming an op (``e12/MatMul``) maps back to
+equation 12 and its source (`flux.backends.backend_error`). The callers (`TFCompiled`,
+`tensor`, `keras_layer`) decide where the params come from (their own `tf.Variable`s) and wrap
+`body` in `tf.function`.
 """
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import tensorflow as tf
 
 from flux import BackendError
-from flux import _primitives as P
-from flux._ir import Graph, Literal
+from flux.backends import backend_error, flat_positions, is_basic_index, op_name
+from flux.ir import Graph, Literal
+from flux.ir import primitives as P
 
-__all__ = ["LOWERINGS", "build", "equation_of", "backend_error"]
+__all__ = ["LOWERINGS", "build"]
 
 
 def _reduce(op):
-    def lower(x, *, axes, keepdims):
+    def reduce(x, *, axes, keepdims):
         return op(x, axis=list(axes), keepdims=keepdims) if axes else x
-    return lower
-
-
-def _flat_index(shape, index) -> np.ndarray:
-    """The flat positions ``x[index]`` reads, for indices with constant arrays (NumPy rules)."""
-    return np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)[index]
+    return reduce
 
 
 def _getitem(x, *, index):
-    if P._is_basic(index):
+    if is_basic_index(index):
         return x[index]                                   # strided slice
-    positions = _flat_index(x.shape, index)
-    return tf.gather(tf.reshape(x, [-1]), positions)
+    return tf.gather(tf.reshape(x, [-1]), flat_positions(x.shape, index))
 
 
 def _index_add(g, *, index, shape):
     """zeros(shape) with g added at [index]; repeated positions accumulate."""
-    positions = _flat_index(shape, index).reshape(-1)
+    positions = flat_positions(shape, index).reshape(-1)
     size = int(np.prod(shape, dtype=np.int64))
     flat = tf.math.unsorted_segment_sum(tf.reshape(g, [-1]), positions, num_segments=size)
     return tf.reshape(flat, shape)
 
 
+def _logaddexp(x, y):
+    """log(eˣ + eʸ) in its stable form, max(x, y) + log1p(e^−|x − y|)."""
+    return tf.maximum(x, y) + tf.math.log1p(tf.exp(-tf.abs(x - y)))
+
+
 LOWERINGS = {
-    P.neg_p: tf.negative,
-    P.exp_p: tf.exp,
-    P.log_p: tf.math.log,
-    P.tanh_p: tf.tanh,
-    P.sqrt_p: tf.sqrt,
-    P.sin_p: tf.sin,
-    P.cos_p: tf.cos,
-    P.abs_p: tf.abs,
-    P.sign_p: tf.sign,
-    P.relu_p: tf.nn.relu,
-    P.logistic_p: tf.sigmoid,
-    P.add_p: tf.add,
-    P.sub_p: tf.subtract,
-    P.mul_p: tf.multiply,
-    P.div_p: tf.math.truediv,
-    P.pow_p: tf.pow,
-    P.max_p: tf.maximum,
-    P.min_p: tf.minimum,
-    P.gt_p: tf.greater,
-    P.ge_p: tf.greater_equal,
-    P.lt_p: tf.less,
-    P.le_p: tf.less_equal,
-    P.eq_p: tf.equal,
-    P.ne_p: tf.not_equal,
-    P.and_p: tf.logical_and,
-    P.or_p: tf.logical_or,
+    # elementwise (TF broadcasts like NumPy)
+    P.neg_p: tf.negative, P.exp_p: tf.exp, P.log_p: tf.math.log, P.tanh_p: tf.tanh,
+    P.sqrt_p: tf.sqrt, P.sin_p: tf.sin, P.cos_p: tf.cos, P.abs_p: tf.abs, P.sign_p: tf.sign,
+    P.relu_p: tf.nn.relu, P.logistic_p: tf.sigmoid,
+    P.add_p: tf.add, P.sub_p: tf.subtract, P.mul_p: tf.multiply, P.div_p: tf.math.truediv,
+    P.pow_p: tf.pow, P.max_p: tf.maximum, P.min_p: tf.minimum, P.logaddexp_p: _logaddexp,
+    P.gt_p: tf.greater, P.ge_p: tf.greater_equal, P.lt_p: tf.less, P.le_p: tf.less_equal,
+    P.eq_p: tf.equal, P.ne_p: tf.not_equal, P.and_p: tf.logical_and, P.or_p: tf.logical_or,
     P.where_p: tf.where,
     P.convert_p: lambda x, *, dtype: tf.cast(x, tf.as_dtype(np.dtype(dtype))),
     P.stop_gradient_p: tf.stop_gradient,
+    # structural
     P.matmul_p: tf.linalg.matmul,
     P.reduce_sum_p: _reduce(tf.reduce_sum),
     P.reduce_max_p: _reduce(tf.reduce_max),
@@ -104,13 +86,9 @@ def build(graph: Graph, check_numerics: bool = False):
     consts = [np.asarray(v) for v in graph.const_values]
 
     def body(inputs, params):
-        env = {}
-        for var, value in zip(graph.inputs, inputs):
-            env[id(var)] = value
-        for var, value in zip(graph.param_vars, params):
-            env[id(var)] = value
-        for var, value in zip(graph.consts, consts):
-            env[id(var)] = tf.constant(value)
+        env = {id(var): value for var, value in zip(graph.inputs, inputs)}
+        env.update((id(var), value) for var, value in zip(graph.param_vars, params))
+        env.update((id(var), tf.constant(value)) for var, value in zip(graph.consts, consts))
 
         def read(atom):
             if isinstance(atom, Literal):
@@ -118,41 +96,14 @@ def build(graph: Graph, check_numerics: bool = False):
             return env[id(atom)]
 
         for i, eqn in enumerate(graph.eqns):
-            with tf.name_scope(f"e{i}"):
+            with tf.name_scope(op_name(i)):
                 try:
                     out = LOWERINGS[eqn.prim](*(read(a) for a in eqn.inputs), **eqn.attrs)
                 except Exception as error:
-                    raise backend_error(error, graph, i) from error
+                    raise backend_error("tf", error, graph, i) from error
                 if check_numerics and eqn.outputs[0].aval.dtype.kind == "f":
-                    out = tf.debugging.check_numerics(out, f"e{i}: {eqn.prim.name}")
+                    out = tf.debugging.check_numerics(out, f"{op_name(i)}: {eqn.prim.name}")
             env[id(eqn.outputs[0])] = out
         return [read(atom) for atom in graph.outputs]
 
     return body
-
-
-_NODE = re.compile(r"(?:\{\{node |node |^|[\s'\[])e(\d+)/")
-
-
-def equation_of(error: Exception, graph: Graph):
-    """The index of the equation whose op raised `error` (from the op name in its message)."""
-    match = _NODE.search(str(error))
-    if match is None:
-        return None
-    index = int(match.group(1))
-    return index if index < len(graph.eqns) else None
-
-
-def backend_error(error: Exception, graph: Graph, index=None) -> BackendError:
-    """A TF error as a BackendError at the equation that raised it (its model frames)."""
-    if index is None:
-        index = equation_of(error, graph)
-    if index is None:
-        return BackendError(f"tf backend: {type(error).__name__}: {error}", trace=[])
-    eqn = graph.eqns[index]
-    source = eqn.source
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return BackendError(
-        f"tf backend: {type(error).__name__} in {eqn.prim.name} "
-        f"({', '.join(str(a.aval) for a in eqn.inputs)}): {message}\n"
-        f"  at {source.file}:{source.line}", trace=source.frames)

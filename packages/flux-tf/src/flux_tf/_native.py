@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import flux
-from flux import FluxError, FluxTypeError
-from flux._compile import trace
-from flux._ir import Aval
-from flux._pytree import flatten_args, unflatten
+from flux import FluxError
+from flux.backends import (abstract_inputs, as_input_array, flatten_args, model_dtype, trace,
+                           unflatten)
+from flux.ir import Aval
 
-from ._compiled import TFCompiled
 from ._lower import build
 
 __all__ = ["tensor", "variables", "keras_layer", "write_back", "keras_objects", "FluxLayer"]
@@ -39,50 +39,37 @@ UNKNOWN_SHAPE = ("flux_tf.tensor: the input's shape {shape} is not fully known; 
                  "the model over an unknown batch)")
 
 
-def _compiled(model) -> TFCompiled:
+def _compiled(model):
+    """The model's TF-compiled twin, whose variables `tensor` reads (made on first use)."""
     found = _COMPILED.get(model)
     if found is None:
         found = _COMPILED[model] = flux.compile(model, "tf")
     return found
 
 
-class _Built:
-    """The model's graph for one input signature, as a TF body plus its Params."""
-
-    def __init__(self, model, avals, tree, carry_source):
-        self.graph = trace(model, avals, tree, carry_source=carry_source)
-        if self.graph.carry_in or self.graph.carry_out:
-            raise FluxError(STATEFUL.format(model=type(model).__name__))
-        self.body = build(self.graph)
-
-
-def _build(owner: dict, model, xs, carry_source) -> _Built:
-    raw, tree = flatten_args(tuple(xs))
-    avals = []
-    for x in raw:
+def _built(cache: dict, model, xs, carry_source) -> tuple:
+    """``(graph, body)``: `model` traced on the tensors `xs` and built with TF ops, once per
+    signature (kept in `cache`)."""
+    leaves, tree = flatten_args(tuple(xs))
+    for x in leaves:
         if not x.shape.is_fully_defined():
             raise FluxError(UNKNOWN_SHAPE.format(shape=tuple(x.shape)))
-        avals.append(Aval(tuple(x.shape), x.dtype.as_numpy_dtype))
-    key = (tree, tuple(avals))
-    built = owner.get(key)
-    if built is None:
-        built = owner[key] = _Built(model, avals, tree, carry_source)
-    return built
+    avals = tuple(Aval(tuple(x.shape), x.dtype.as_numpy_dtype) for x in leaves)
+    found = cache.get((tree, avals))
+    if found is None:
+        graph = trace(model, avals, tree, carry_source=carry_source)
+        if graph.carry_in or graph.carry_out:
+            raise FluxError(STATEFUL.format(model=type(model).__name__))
+        found = cache[(tree, avals)] = (graph, build(graph))
+    return found
 
 
-def _as_tensors(xs, dtype):
-    out = []
-    for x in xs:
-        if not isinstance(x, (tf.Tensor, tf.Variable)):
-            array = np.asarray(x)
-            if array.dtype.kind not in "biuf":
-                raise FluxTypeError(f"flux_tf.tensor: expected a tensor or numeric array, "
-                                    f"found {type(x).__name__}")
-            x = tf.constant(array)
-        if dtype is not None and x.dtype.is_floating and x.dtype != tf.as_dtype(dtype):
-            x = tf.cast(x, dtype)
-        out.append(x)
-    return out
+def _as_tensors(xs, dtype) -> list:
+    """The inputs as tensors (arrays converted), floating ones cast to the model's `dtype`."""
+    xs = [x if isinstance(x, (tf.Tensor, tf.Variable))
+          else tf.constant(as_input_array(x, None, "flux_tf.tensor")) for x in xs]
+    return [tf.cast(x, dtype) if dtype is not None and x.dtype.is_floating
+            and x.dtype != tf.as_dtype(dtype) else x for x in xs]
 
 
 def tensor(model, *xs):
@@ -92,18 +79,16 @@ def tensor(model, *xs):
     copied into the variables at each eager call (inside a `tf.function`, when it is traced)."""
     compiled = _compiled(model)
     xs = _as_tensors(xs, compiled.dtype)
-    owner = compiled.__dict__.setdefault("_tensor_graphs", {})
-    built = _build(owner, model, xs, compiled)
-    records = [compiled.variables.record(p) for p in built.graph.param_objs]
+    graph, body = _built(compiled.tensor_graphs, model, xs, compiled)
+    records = compiled.variables.records(graph.param_objs)
     with tf.init_scope():                      # eagerly, even inside a tf.function's trace
         compiled.variables.sync(records)
-    outs = built.body(list(xs), [rec[1] for rec in records])
-    return unflatten(built.graph.out_tree, outs)
+    return unflatten(graph.out_tree, body(xs, [rec.array for rec in records]))
 
 
 def variables(model) -> list:
     """The `tf.Variable`s `tensor(model, ...)` reads, in `flux.params(model)` order."""
-    return _compiled(model).variables.of(list(flux.params(model).values()))
+    return [_compiled(model).variables.array(p) for p in flux.params(model).values()]
 
 
 def write_back(model_or_layer) -> None:
@@ -116,11 +101,6 @@ def write_back(model_or_layer) -> None:
     compiled.variables.pull(list(flux.params(model_or_layer).values()))
 
 
-def _keras():
-    import keras
-    return keras
-
-
 def keras_layer(model, **kwargs):
     """A Keras layer computing `model`, whose trainable weights are the model's Params
     (initialised from their values; `layer.write_back()` or the `layer.write_back_callback()`
@@ -128,8 +108,6 @@ def keras_layer(model, **kwargs):
     model on single points, vectorised over the batch with `tf.vectorized_map`."""
     return FluxLayer(model, **kwargs)
 
-
-_keras_mod = _keras()
 
 # The name Keras files record for the class. FluxLayer is deliberately not registered with
 # `keras.saving.register_keras_serializable`: a registered class would take precedence over
@@ -194,7 +172,7 @@ def _shapes(params: dict) -> str:
     return "{" + ", ".join(f"{n}: {tuple(s)}" for n, (s, _) in params.items()) + "}"
 
 
-class FluxLayer(_keras_mod.layers.Layer):
+class FluxLayer(keras.layers.Layer):
     """A flux model as a Keras layer (see `keras_layer`)."""
 
     def __init__(self, model, **kwargs):
@@ -208,32 +186,27 @@ class FluxLayer(_keras_mod.layers.Layer):
             w.assign(p.value)
             self._flux_weights.append(w)
         self._graphs: dict = {}
-        self._dtype_in = _compiled(model).dtype
+        self._dtype_in = model_dtype(model)
 
-    def _body(self, xs):
-        built = _build(self._graphs, self.flux_model, xs, None)
-        index = {id(p): i for i, (_, p) in enumerate(self._flux_params)}
-        extra = [p for p in built.graph.param_objs if id(p) not in index]
-        if extra:
+    def _outputs(self, xs):
+        """The model on the tensors `xs`, reading the layer's weights."""
+        graph, body = _built(self._graphs, self.flux_model, xs, None)
+        weights = {id(p): w for (_, p), w in zip(self._flux_params, self._flux_weights)}
+        if any(id(p) not in weights for p in graph.param_objs):
             raise FluxError("keras_layer: the model reaches Params that flux.params(model) "
                             "does not list (closures); give them to the model as attributes")
-        weights = [self._flux_weights[index[id(p)]].value for p in built.graph.param_objs]
-        return built, built.body(list(xs), weights)
+        return unflatten(graph.out_tree,
+                         body(xs, [weights[id(p)].value for p in graph.param_objs]))
 
     def call(self, inputs):
         """`inputs`: the model's input tensor, or a list of them for a model of several."""
         xs = _as_tensors(inputs if isinstance(inputs, (list, tuple)) else [inputs],
                          self._dtype_in)
         if all(x.shape.is_fully_defined() for x in xs):
-            built, outs = self._body(xs)
-            return unflatten(built.graph.out_tree, outs)
-
-        def one(point):
-            point = point if isinstance(point, tuple) else (point,)
-            built, outs = self._body(point)
-            return unflatten(built.graph.out_tree, outs)
-
-        return tf.vectorized_map(one, xs[0] if len(xs) == 1 else tuple(xs))
+            return self._outputs(xs)
+        return tf.vectorized_map(     # an unknown batch: the model on each point
+            lambda point: self._outputs(point if isinstance(point, tuple) else (point,)),
+            xs[0] if len(xs) == 1 else tuple(xs))
 
     def compute_output_shape(self, input_shape):
         """Shapes from flux's own inference; an unknown batch axis stays unknown."""
@@ -241,10 +214,9 @@ class FluxLayer(_keras_mod.layers.Layer):
             isinstance(input_shape, tuple) and input_shape and
             isinstance(input_shape[0], (tuple, list)))
         shapes = list(input_shape) if several else [input_shape]
-        dtype = self._dtype_in or np.float32
         unknown = any(d is None for s in shapes for d in s)
-        avals = [Aval(tuple(s[1:]) if unknown else tuple(s), dtype) for s in shapes]
-        graph = trace(self.flux_model, avals, flatten_args(tuple(range(len(shapes))))[1])
+        graph = trace(*abstract_inputs(self.flux_model, tuple(
+            tuple(s[1:]) if unknown else tuple(s) for s in shapes), "keras_layer"))
         outs = [tuple(o.aval.shape) for o in graph.outputs]
         if unknown:
             outs = [(None, *s) for s in outs]
@@ -273,13 +245,6 @@ class FluxLayer(_keras_mod.layers.Layer):
 
     def write_back_callback(self):
         """A Keras callback that writes the weights back after every batch of `fit`."""
-        layer = self
-
-        class WriteBack(_keras_mod.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                layer.write_back()
-
-            def on_train_end(self, logs=None):
-                layer.write_back()
-
-        return WriteBack()
+        return keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs=None: self.write_back(),
+            on_train_end=lambda logs=None: self.write_back())
