@@ -4,6 +4,10 @@
 model's graphs as MXNet executors; `flux.train`/`flux.update` run MXNet's backward and its
 optimiser operators on one shared NDArray per Param (`ParamStore`); `symbol` and `module` hand
 the model to MXNet's own API (Module, its optimisers and kvstores).
+
+Modules: `_symbol` (a graph as one Symbol: the lowering table), `_compiled` (bound executors,
+the shared Param arrays, `MXNetCompiled`), `_training` (flux's optimisers as MXNet's update
+operators), `_native` (`symbol`, `module`, `set_params`).
 """
 from __future__ import annotations
 
@@ -11,17 +15,16 @@ import os
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")   # no "MKLDNN is activated" per bind
 
-import flux.hookspecs as hs  # noqa: E402
+import flux.backends as fb  # noqa: E402
 
-from ._compiled import MXNetCompiled  # noqa: E402
+from ._compiled import MXNetCompiled, ParamStore  # noqa: E402
 from ._native import module, set_params, symbol  # noqa: E402
-from ._store import ParamStore  # noqa: E402
 
 __all__ = ["MXNetBackend", "MXNetCompiled", "ParamStore", "symbol", "module", "set_params",
            "flux_backends"]
 
 
-class MXNetBackend(hs.Backend):
+class MXNetBackend(fb.Backend):
     """The ``mxnet`` backend. Option: ``ctx`` or its synonym ``device`` (an `mx.Context`, or
     ``"cpu"``, ``"gpu"``, ``"gpu:1"``; default the CPU)."""
 
@@ -35,6 +38,6 @@ class MXNetBackend(hs.Backend):
         return MXNetCompiled(None, self, options).lower(graph)
 
 
-@hs.hookimpl
+@fb.hookimpl
 def flux_backends():
     return [MXNetBackend()]

@@ -1,120 +1,161 @@
-"""Running lowered graphs: one bound executor per graph (so per input signature), Params
-shared by every executor of a compiled model, MXNet errors mapped back to equations."""
+"""Running graphs on MXNet: `MXNetCompiled` binds one executor per graph (so per input
+signature); all of a compiled model's executors share one NDArray per Param (`ParamStore`);
+MXNet errors map back to equations.
+
+A training step with SGD, Momentum or ADAM is one executor too: core's objective graph
+``loss(model(x), y)`` bound with gradient buffers for the floating Params, run as
+``forward(is_train=True)`` and MXNet's own backward, then the optimiser's update with MXNet's
+fused operators on the shared arrays (`_training`); other optimisers take core's step.
+"""
 from __future__ import annotations
 
-import re
+import math
 import weakref
 
 import mxnet as mx
 import numpy as np
 
-from flux import BackendError, Compiled, FluxTypeError
-from flux._source import user_facing
+from flux import BackendError, Compiled, FluxTypeError, FluxValueError
+from flux.backends import ParamMirror, backend_error, parse_device
 
-from ._lower import equation_of, lower_graph, nd_array
-from ._store import ParamStore, copy_in
-from ._training import NATIVE, OptimiserState, TrainStep, Unsupported
+from ._symbol import copy_in, mx_dtype, mx_shape, nd_array, to_symbol
+from ._training import NATIVE, OptimiserState
 
-__all__ = ["MXNetCompiled", "ParamStore", "Executable", "backend_error", "input_names",
-           "param_names"]
+__all__ = ["MXNetCompiled", "ParamStore", "Executable", "mx_error", "mx_context"]
 
 
-def input_names(n: int) -> list[str]:
-    """``data`` for one input, else ``data0``, ``data1``, ..."""
-    return ["data"] if n == 1 else [f"data{i}" for i in range(n)]
+class ParamStore(ParamMirror):
+    """One NDArray per Param, shared by all the executors of one compiled model, kept current
+    by `flux.backends.ParamMirror`: copied in when a Param's `version` moved, so every executor,
+    for every input shape, sees the current values; after an update on the MXNet side, fetched
+    back only when the Param is next read."""
+
+    def __init__(self, ctx):
+        super().__init__()
+        self.ctx = ctx
+
+    def new(self, value):
+        return nd_array(value, self.ctx)
+
+    def assign(self, array, value) -> None:
+        copy_in(array, value)
+
+    def read(self, array) -> np.ndarray:
+        return array.asnumpy()
 
 
-def param_names(graph) -> list[str]:
-    """A Variable name per Param: its attribute path, made unique (``p<i>`` if it has none)."""
-    names, taken = [], set()
-    for i in range(len(graph.param_vars)):
-        name = graph.param_names[i] if i < len(graph.param_names) else ""
-        name = name or f"p{i}"
-        while name in taken or name.startswith("data") or name.startswith("const"):
-            name = f"param_{name}"
-        taken.add(name)
-        names.append(name)
-    return names
+def mx_error(error: Exception, graph) -> BackendError:
+    """An MXNet error as a BackendError at the equation its message names, with the short
+    ``Error in operator ...`` line of the message."""
+    lines = str(error).strip().splitlines()
+    short = next((line.strip() for line in lines if "Error in operator" in line), None)
+    return backend_error("mxnet", error, graph, message=short)
 
 
 class Executable:
-    """A lowered graph bound to one executor: call it with the graph's flat input arrays."""
+    """A graph bound to one executor: its arguments are input buffers, the store's shared
+    Param arrays and the constants. Call it with the graph's flat input arrays.
 
-    def __init__(self, graph, store: ParamStore, ctx):
-        self.graph = graph
-        self.store = store
-        self.lowered = lowered = lower_graph(graph, input_names(len(graph.inputs)),
-                                             param_names(graph))
-        self.params = list(graph.param_objs)
-        self.inputs = [mx.nd.empty(lowered.shapes[n], ctx=ctx, dtype=lowered.dtypes[n])
-                       for n in lowered.input_names]
-        self.input_shapes = [lowered.shapes[n] for n in lowered.input_names]
-        self.executor = None
-        if lowered.symbol is not None:
-            args = dict(zip(lowered.input_names, self.inputs))
-            args.update((n, store.array(p)) for n, p in zip(lowered.param_names, self.params))
-            args.update((n, nd_array(v, ctx)) for n, v in lowered.consts.items())
-            try:
-                self.executor = lowered.symbol.bind(ctx, args=args, grad_req="null")
-            except mx.base.MXNetError as error:
-                raise backend_error(error, graph) from error
+    With `train`, the graph is a training step's objective (the loss, then any carried
+    state), built with the FullyConnected fusion and bound with gradient buffers for the
+    floating Params: `step` runs it. `Unsupported` if an output is a constant."""
+
+    def __init__(self, compiled, graph, train=False):
+        self.graph, self.compiled = graph, compiled
+        self.built = built = to_symbol(graph, fuse_affine=train)
+        ctx = compiled.ctx
+        self.records = compiled.store.records(graph.param_objs)
+        self.inputs = [mx.nd.empty(built.shapes[n], ctx=ctx, dtype=built.dtypes[n])
+                       for n in built.input_names]
+        args = dict(zip(built.input_names, self.inputs))
+        args.update((n, rec.array) for n, rec in zip(built.param_names, self.records))
+        args.update((n, nd_array(v, ctx)) for n, v in built.consts.items())
         self.out_avals = [a.aval for a in graph.outputs]
+        self.executor, grads, grad_req = None, None, "null"
+        if train:
+            if any(not isinstance(what, int) for what in built.outputs):
+                raise Unsupported("a constant output")
+            trained = [(n, rec) for n, rec in zip(built.param_names, self.records)
+                       if rec.param.dtype.kind == "f"]
+            self.trained = [rec for _, rec in trained]
+            self.grads = [mx.nd.zeros(built.shapes[n], ctx=ctx, dtype=built.dtypes[n])
+                          for n, _ in trained]
+            grads = dict(zip((n for n, _ in trained), self.grads))
+            grad_req = {n: "write" if n in grads else "null" for n in args}
+            # d loss / d loss = 1; the carried hidden state (the other outputs) is not trained
+            # through: the gradient stops at the call boundary, as in core's step
+            self.head = [mx.nd.zeros(mx_shape(a.shape), ctx=ctx, dtype=mx_dtype(a.dtype))
+                         for a in self.out_avals]
+            self.head[0][:] = 1
+        if built.symbol is not None:
+            try:
+                self.executor = built.symbol.bind(ctx, args=args, args_grad=grads,
+                                                  grad_req=grad_req)
+            except mx.base.MXNetError as error:
+                raise mx_error(error, graph) from error
+
+    def feed(self, xs) -> None:
+        """Bring the Param arrays up to date and copy the inputs in."""
+        self.compiled.store.sync(self.records)
+        for array, x in zip(self.inputs, xs):
+            copy_in(array, x)
 
     def __call__(self, *xs):
         try:
-            self.store.sync(self.params)
-            for array, shape, x in zip(self.inputs, self.input_shapes, xs):
-                copy_in(array, x, shape)
+            self.feed(xs)
             outs = self.executor.forward(is_train=False) if self.executor else []
-            results = []
-            for i, ((kind, what), aval) in enumerate(zip(self.lowered.outputs, self.out_avals)):
-                value = outs[what].asnumpy() if kind == "sym" else what
-                if value.size != aval.size:
-                    raise BackendError(f"mxnet backend: internal: output {i} has shape "
-                                       f"{value.shape}; flux inferred {aval.shape}", trace=[])
-                results.append(value.reshape(aval.shape).astype(aval.dtype, copy=False))
-            return results
+            return [(outs[what].asnumpy() if isinstance(what, int) else what)
+                    .reshape(aval.shape).astype(aval.dtype, copy=False)
+                    for what, aval in zip(self.built.outputs, self.out_avals)]
         except mx.base.MXNetError as error:
-            raise backend_error(error, self.graph) from error
+            raise mx_error(error, self.graph) from error
+
+    def step(self, leaves, state: OptimiserState) -> float:
+        """One training step: forward and backward, the loss read, and, if it is finite, the
+        update of `state`'s optimiser. Returns the loss."""
+        compiled, graph, executor = self.compiled, self.graph, self.executor
+        try:
+            self.feed([*leaves, *compiled.carry.inputs(graph)])
+            executor.forward(is_train=True)
+            executor.backward(out_grads=self.head)
+            outs = executor.outputs
+            value = float(outs[0].asnumpy()[0])
+            if graph.carry_out:
+                compiled.carry.keep(graph, [value] + [
+                    o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
+                    for o, a in zip(outs[1:], self.out_avals[1:])], 1)
+            if math.isfinite(value):
+                state.update(self.trained, self.grads)
+            return value
+        except mx.base.MXNetError as error:
+            raise mx_error(error, graph) from error
 
 
-def backend_error(error: Exception, graph) -> BackendError:
-    """An MXNet error as a BackendError at the equation its message names (its model frames)."""
-    message = str(error).strip().splitlines()
-    short = next((line for line in message if "Error in operator" in line),
-                 message[0] if message else type(error).__name__)
-    eqn = equation_of(graph, str(error))
-    if eqn is None:
-        return BackendError(f"mxnet backend: {short.strip()}", trace=[])
-    source = eqn.source
-    shapes = ", ".join(str(a.aval) for a in eqn.inputs)
-    return BackendError(f"mxnet backend: error in {eqn.prim.name} ({shapes}): {short.strip()}\n"
-                        f"  at {source.file}:{source.line}", trace=source.frames)
+class Unsupported(Exception):
+    """This training step cannot run as one executor (core's step runs it)."""
 
 
-def mx_context(device) -> mx.Context:
-    """The MXNet context for a ``ctx=``/``device=`` option: an `mx.Context`, ``"cpu"``,
-    ``"gpu"``, ``"gpu:1"`` or None (the CPU)."""
-    if device is None or isinstance(device, mx.Context):
-        return device or mx.cpu()
-    match = re.fullmatch(r"(cpu|gpu)(?::(\d+))?", str(device).strip().lower())
-    if match is None:
-        raise FluxTypeError(f"mxnet backend: ctx=/device= takes an mx.Context (mx.cpu(), "
-                            f"mx.gpu(0)) or 'cpu', 'gpu', 'gpu:1'; found {device!r}")
-    return mx.Context(match.group(1), int(match.group(2) or 0))
-
-
-def usable_context(ctx) -> mx.Context:
-    """`ctx` if MXNet can allocate on it, else a BackendError saying why (a GPU context on a
-    CPU-only MXNet build fails only at the first allocation otherwise)."""
-    if not isinstance(ctx, mx.Context):
-        raise FluxTypeError(f"mxnet backend: ctx= takes an mx.Context (mx.cpu(), mx.gpu(0)), "
-                            f"found {type(ctx).__name__}")
+def mx_context(option) -> mx.Context:
+    """The MXNet context for a ``ctx=``/``device=`` option (an `mx.Context`, ``"cpu"``,
+    ``"gpu"``, ``"gpu:1"``; None is the CPU), checked by allocating on it: a GPU context on a
+    CPU-only MXNet build fails only at the first allocation otherwise."""
+    if option is None or isinstance(option, mx.Context):
+        ctx = option or mx.cpu()
+    else:
+        try:
+            device = parse_device(option, "mxnet")
+        except FluxValueError:
+            device = None
+        if device is None or device.kind not in ("cpu", "gpu"):
+            raise FluxTypeError(f"mxnet backend: ctx=/device= takes an mx.Context (mx.cpu(), "
+                                f"mx.gpu(0)) or 'cpu', 'gpu', 'gpu:1'; found {option!r}")
+        ctx = mx.Context(device.kind, device.index)
     try:
         mx.nd.zeros((1,), ctx=ctx).wait_to_read()
     except mx.base.MXNetError as error:
-        reason = next((line.strip() for line in str(error).splitlines()
-                       if line.startswith("MXNetError")), str(error).strip().splitlines()[-1])
+        lines = str(error).strip().splitlines()
+        reason = next((line.strip() for line in lines if line.startswith("MXNetError")),
+                      lines[-1])
         raise BackendError(f"mxnet backend: the context {ctx} cannot be used here: {reason}",
                            trace=[]) from error
     return ctx
@@ -133,18 +174,17 @@ class MXNetCompiled(Compiled):
                             f"{sorted(options)}")
         if ctx is not None and device is not None:
             raise TypeError("the mxnet backend takes ctx= or device= (the same thing), not both")
-        ctx = mx_context(device if device is not None else ctx)
         super().__init__(model, backend, {})
-        self.ctx = usable_context(ctx)
-        self.store = ParamStore(ctx)
-        self._trainers: dict = {}                    # id(step) -> (step, TrainStep)
-        self._optimisers = weakref.WeakKeyDictionary()     # optimiser -> OptimiserState
+        self.ctx = mx_context(device if device is not None else ctx)
+        self.store = ParamStore(self.ctx)
+        self._trainers = weakref.WeakKeyDictionary()      # TrainingStep -> Executable or None
+        self._optimisers = weakref.WeakKeyDictionary()    # optimiser -> OptimiserState
 
     def __repr__(self) -> str:
         return f"mxnet({self.model!r})"
 
     def lower(self, graph):
-        return Executable(graph, self.store, self.ctx)
+        return Executable(self, graph)
 
     def _optimiser_state(self, opt) -> OptimiserState:
         found = self._optimisers.get(opt)
@@ -153,42 +193,26 @@ class MXNetCompiled(Compiled):
         return found
 
     def train_step(self, loss, opt, x, y) -> float:
-        """Forward, MXNet's backward and the optimiser's update on the MXNet side (see
-        `_training`); the Params fetch their new values when next read. Optimisers other
-        than SGD, Momentum and ADAM take core's step."""
-        if type(opt) not in NATIVE:
-            return super().train_step(loss, opt, x, y)
-        try:
+        """The whole step on the MXNet side (see the module); the Params fetch their new
+        values when next read."""
+        if type(opt) in NATIVE:
             step, leaves = self.training_step(loss, x, y)
-            found = self._trainers.get(id(step))
-            trainer = found[1] if found is not None and found[0] is step else None
-            if trainer is None:
+            if step not in self._trainers:
                 try:
-                    trainer = TrainStep(self, step, (input_names, param_names))
+                    self._trainers[step] = Executable(self, step.objective, train=True)
                 except Unsupported:
-                    trainer = _CORE_STEP
-                except mx.base.MXNetError as error:
-                    raise backend_error(error, step.objective) from error
-                self._trainers[id(step)] = (step, trainer)
-            if trainer is _CORE_STEP:
-                return super().train_step(loss, opt, x, y)
-            try:
-                return trainer(leaves, self._optimiser_state(opt))
-            except mx.base.MXNetError as error:
-                raise backend_error(error, step.objective) from error
-        except Exception as error:
-            raise user_facing(error) from error.__cause__
+                    self._trainers[step] = None
+            trainer = self._trainers[step]
+            if trainer is not None:
+                return trainer.step(leaves, self._optimiser_state(opt))
+        return super().train_step(loss, opt, x, y)
 
     def apply_update(self, opt, ps, grads) -> None:
         """`flux.update` on MXNet: the gradients go in, MXNet's update operators run on the
         shared parameter arrays."""
         if type(opt) not in NATIVE:
             return super().apply_update(opt, ps, grads)
-        for p in ps:
-            self.store.record(p)
-        self.store.sync(ps)
-        state = self._optimiser_state(opt)
-        state.update(ps, [nd_array(np.asarray(g, p.dtype), self.ctx) for p, g in zip(ps, grads)])
-
-
-_CORE_STEP = object()   # a step that runs as core's (gradients here, update in NumPy)
+        records = self.store.records(ps)
+        self.store.sync(records)
+        self._optimiser_state(opt).update(
+            records, [nd_array(np.asarray(g, p.dtype), self.ctx) for p, g in zip(ps, grads)])

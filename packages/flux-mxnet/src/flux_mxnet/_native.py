@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import mxnet as mx
-import numpy as np
 
 import flux
 from flux import FluxValueError
-from flux._compile import _model_dtype, trace
-from flux._ir import Aval
-from flux._pytree import flatten_args
+from flux.backends import abstract_inputs, trace
 
-from ._compiled import input_names, param_names
-from ._lower import lower_graph, nd_array
+from ._symbol import nd_array, to_symbol
 
 __all__ = ["symbol", "module", "LOSSES"]
 
 
-def _graph(model, inputs):
-    """The model's graph for example inputs: shapes (tuples of ints) or arrays."""
-    dtype = _model_dtype(model) or np.dtype(np.float32)
-    arrays = [np.broadcast_to(np.zeros((), dtype), x) if _is_shape(x) else np.asarray(x)
-              for x in inputs]
-    leaves, tree = flatten_args(tuple(arrays))
-    avals = [Aval(a.shape, dtype if a.dtype.kind in "fc" or dtype is None else a.dtype)
-             for a in leaves]
-    return trace(model, avals, tree)
-
-
-def _is_shape(x) -> bool:
-    return isinstance(x, tuple) and all(isinstance(d, (int, np.integer)) for d in x)
-
-
-def _lowered(model, inputs):
-    graph = _graph(model, inputs)
-    n_data = len(graph.inputs) - len(graph.carry_in)
-    names = input_names(n_data) + [f"state{i}" for i in range(len(graph.carry_in))]
-    return graph, lower_graph(graph, names, param_names(graph))
+def _built(model, inputs, what):
+    """The model's graph for example inputs (shapes as tuples of ints, or arrays), as a
+    Symbol, and its arguments' values by name."""
+    model, avals, tree = abstract_inputs(model, inputs, what)
+    graph = trace(model, avals, tree)
+    built = to_symbol(graph)
+    arg_params = {name: nd_array(p.peek()) for name, p in zip(built.param_names, graph.param_objs)}
+    arg_params.update((name, nd_array(v)) for name, v in built.consts.items())
+    return graph, built, arg_params
 
 
 def symbol(model, *inputs):
@@ -49,17 +34,13 @@ def symbol(model, *inputs):
     (``const0``, index arrays ``e<i>_..._c<j>``: keep them fixed when training), to
     `mx.nd.NDArray`s of the current values. Several outputs give a grouped Symbol. Like every
     flux graph, the Symbol is specialised to the given shapes (batch size included);
-    ``sym.infer_shape(data=shape)`` gives what `flux.infer` gives. A stateful unrolled model's
-    carried state is the extra inputs ``state0``, ``state1``, ... and outputs after its own.
+    ``sym.infer_shape(data=shape)`` gives what `flux.infer` gives. A stateful unrolled model
+    starts from its initial state; its final state is the outputs after its own.
     """
-    graph, lowered = _lowered(model, inputs)
-    if not lowered.symbols:
+    _, built, arg_params = _built(model, inputs, "symbol")
+    if not built.symbols:
         raise FluxValueError("symbol: the model's outputs are all constants; nothing to build")
-    sym = lowered.symbols[0] if len(lowered.symbols) == 1 else lowered.symbol
-    arg_params = {name: nd_array(p.value, dtype=lowered.dtypes[name])
-                  for name, p in zip(lowered.param_names, graph.param_objs)}
-    arg_params.update((name, nd_array(v)) for name, v in lowered.consts.items())
-    return sym, arg_params
+    return (built.symbols[0] if len(built.symbols) == 1 else built.symbol), arg_params
 
 
 LOSSES = {
@@ -86,12 +67,12 @@ def module(model, *inputs, loss="mse", label_name="label", context=None, **optio
 
     The module is bound for the given input shapes (the batch size of its iterators).
     """
-    graph, lowered = _lowered(model, inputs)
-    if len(lowered.symbols) != 1 or len(graph.outputs) != 1:
+    graph, built, arg_params = _built(model, inputs, "module")
+    if len(built.symbols) != 1 or len(graph.outputs) != 1:
         raise FluxValueError(f"module: the model must have one output (found "
                              f"{len(graph.outputs)}); use flux_mxnet.symbol for others")
-    out = lowered.symbols[0]
-    out_shape = lowered.symbols[0].infer_shape(**lowered.shapes)[1][0]
+    out = built.symbols[0]
+    out_shape = out.infer_shape(**built.shapes)[1][0]
     if loss is None:
         sym, label_names, label_shapes = mx.sym.MakeLoss(out, name="output"), [], None
     elif loss in LOSSES:
@@ -102,13 +83,12 @@ def module(model, *inputs, loss="mse", label_name="label", context=None, **optio
     else:
         raise FluxValueError(f"module: loss must be one of {sorted(LOSSES)} or None, "
                              f"found {loss!r}")
-    data_names = list(lowered.input_names)
+    data_names = list(built.input_names)
     mod = mx.mod.Module(sym, data_names=data_names, label_names=label_names,
                         context=context or mx.cpu(),
-                        fixed_param_names=list(lowered.consts), **options)
-    mod.bind(data_shapes=[(n, lowered.shapes[n]) for n in data_names],
+                        fixed_param_names=list(built.consts), **options)
+    mod.bind(data_shapes=[(n, built.shapes[n]) for n in data_names],
              label_shapes=label_shapes)
-    _, arg_params = symbol(model, *inputs)
     mod.init_params(arg_params=arg_params, aux_params={}, allow_missing=False)
     return mod
 
