@@ -15,8 +15,8 @@ import weakref
 import mxnet as mx
 import numpy as np
 
-from flux import BackendError, Compiled, FluxTypeError, FluxValueError
-from flux.backends import ParamMirror, backend_error, parse_device
+from flux import BackendError, FluxTypeError, FluxValueError
+from flux.backends import MirroredCompiled, ParamMirror, backend_error, parse_device
 
 from ._symbol import copy_in, mx_dtype, mx_shape, nd_array, to_symbol
 from ._training import NATIVE, OptimiserState
@@ -58,7 +58,7 @@ class Executable:
 
     With `train`, the graph is a training step's objective (the loss, then any carried
     state), built with the FullyConnected fusion and bound with gradient buffers for the
-    floating Params: `step` runs it. `Unsupported` if an output is a constant."""
+    floating Params: `train` runs it. `Unsupported` if an output is a constant."""
 
     def __init__(self, compiled, graph, train=False):
         self.graph, self.compiled = graph, compiled
@@ -110,25 +110,23 @@ class Executable:
         except mx.base.MXNetError as error:
             raise mx_error(error, self.graph) from error
 
-    def step(self, leaves, state: OptimiserState) -> float:
+    def train(self, inputs, opt_mirror: OptimiserState) -> tuple:
         """One training step: forward and backward, the loss read, and, if it is finite, the
-        update of `state`'s optimiser. Returns the loss."""
-        compiled, graph, executor = self.compiled, self.graph, self.executor
+        update of `opt_mirror`'s optimiser. Returns the loss and the carried state."""
+        executor = self.executor
         try:
-            self.feed([*leaves, *compiled.carry.inputs(graph)])
+            self.feed(inputs)
             executor.forward(is_train=True)
             executor.backward(out_grads=self.head)
             outs = executor.outputs
             value = float(outs[0].asnumpy()[0])
-            if graph.carry_out:
-                compiled.carry.keep(graph, [value] + [
-                    o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
-                    for o, a in zip(outs[1:], self.out_avals[1:])], 1)
+            carried = [o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
+                       for o, a in zip(outs[1:], self.out_avals[1:])]
             if math.isfinite(value):
-                state.update(self.trained, self.grads)
-            return value
+                opt_mirror.update(self.trained, self.grads)
+            return value, carried
         except mx.base.MXNetError as error:
-            raise mx_error(error, graph) from error
+            raise mx_error(error, self.graph) from error
 
 
 class Unsupported(Exception):
@@ -161,10 +159,10 @@ def mx_context(option) -> mx.Context:
     return ctx
 
 
-class MXNetCompiled(Compiled):
+class MXNetCompiled(MirroredCompiled):
     """A flux model compiled for MXNet: every graph flux builds for it (forward, `back`,
     training steps, unrolled and carried-state graphs alike) runs as one bound executor, and
-    all of them share one NDArray per Param (`ParamStore`)."""
+    all of them share one NDArray per Param (`store`, the `MirroredCompiled` mirror)."""
 
     def __init__(self, model, backend, options):
         options = dict(options)
@@ -174,11 +172,10 @@ class MXNetCompiled(Compiled):
                             f"{sorted(options)}")
         if ctx is not None and device is not None:
             raise TypeError("the mxnet backend takes ctx= or device= (the same thing), not both")
-        super().__init__(model, backend, {})
-        self.ctx = mx_context(device if device is not None else ctx)
-        self.store = ParamStore(self.ctx)
-        self._trainers = weakref.WeakKeyDictionary()      # TrainingStep -> Executable or None
-        self._optimisers = weakref.WeakKeyDictionary()    # optimiser -> OptimiserState
+        ctx = mx_context(device if device is not None else ctx)
+        super().__init__(model, backend, {}, ParamStore(ctx))
+        self.ctx, self.store = ctx, self.mirror
+        self._executors = weakref.WeakKeyDictionary()     # TrainingStep -> Executable or None
 
     def __repr__(self) -> str:
         return f"mxnet({self.model!r})"
@@ -186,33 +183,26 @@ class MXNetCompiled(Compiled):
     def lower(self, graph):
         return Executable(self, graph)
 
-    def _optimiser_state(self, opt) -> OptimiserState:
-        found = self._optimisers.get(opt)
-        if found is None:
-            found = self._optimisers[opt] = OptimiserState(opt, self.store)
-        return found
+    def trains(self, opt) -> bool:
+        return type(opt) in NATIVE
 
-    def train_step(self, loss, opt, x, y) -> float:
-        """The whole step on the MXNet side (see the module); the Params fetch their new
-        values when next read."""
-        if type(opt) in NATIVE:
-            step, leaves = self.training_step(loss, x, y)
-            if step not in self._trainers:
-                try:
-                    self._trainers[step] = Executable(self, step.objective, train=True)
-                except Unsupported:
-                    self._trainers[step] = None
-            trainer = self._trainers[step]
-            if trainer is not None:
-                return trainer.step(leaves, self._optimiser_state(opt))
-        return super().train_step(loss, opt, x, y)
+    def new_optimiser_mirror(self, opt) -> OptimiserState:
+        return OptimiserState(opt)
 
-    def apply_update(self, opt, ps, grads) -> None:
-        """`flux.update` on MXNet: the gradients go in, MXNet's update operators run on the
-        shared parameter arrays."""
-        if type(opt) not in NATIVE:
-            return super().apply_update(opt, ps, grads)
-        records = self.store.records(ps)
-        self.store.sync(records)
-        self._optimiser_state(opt).update(
-            records, [nd_array(np.asarray(g, p.dtype), self.ctx) for p, g in zip(ps, grads)])
+    def build_trainer(self, step, opt_mirror):
+        """The step's objective as one training executor (shared by every optimiser), then
+        the update with MXNet's operators; None (core's step) if it has a constant output."""
+        if step not in self._executors:
+            try:
+                self._executors[step] = Executable(self, step.objective, train=True)
+            except Unsupported:
+                self._executors[step] = None
+        executable = self._executors[step]
+        if executable is None:
+            return None
+        return lambda inputs: executable.train(inputs, opt_mirror)
+
+    def update(self, opt_mirror, records, grads) -> None:
+        """`flux.update` on MXNet: MXNet's update operators on the shared parameter arrays."""
+        opt_mirror.update(records, [nd_array(np.asarray(g, rec.param.dtype), self.ctx)
+                                    for rec, g in zip(records, grads)])

@@ -31,9 +31,8 @@ class OptimiserState(OptimiserMirror):
     """The MXNet-side slots of one optimiser object, per Param, shared by every signature:
     Momentum's is an NDArray holding −v, ADAM's the NDArrays m and v and the step count t."""
 
-    def __init__(self, opt, store):
+    def __init__(self, opt):
         super().__init__(opt)
-        self.store = store
         self.sign = -1 if isinstance(opt, flux.Momentum) else 1     # MXNet's slot is −v
 
     def new_slots(self, p, array) -> list:
@@ -55,10 +54,9 @@ class OptimiserState(OptimiserMirror):
 
     def update(self, records, grads) -> None:
         """One update of the Params of `records` (their shared arrays, in place) by the
-        NDArrays `grads`."""
+        NDArrays `grads` (the caller syncs, refreshes and hands the new values back)."""
         opt = self.opt
-        every = [self.slots(rec.param, rec.array) for rec in records]   # new ones: loaded next
-        self.refresh()
+        every = [self.slots(rec.param, rec.array) for rec in records]
         weights = [rec.array for rec in records]
         if isinstance(opt, flux.SGD):
             _multi(mx.nd.multi_sgd_update, weights, grads, [], lr=opt.lr)
@@ -74,8 +72,6 @@ class OptimiserState(OptimiserMirror):
                                   lr=opt.lr * correction / (1 - opt.beta1 ** t),
                                   beta1=opt.beta1, beta2=opt.beta2,
                                   epsilon=opt.eps * correction, wd=0.0, out=w)
-        self.store.hold(records)
-        self.stepped()
 
 
 def _multi(op, weights, grads, moms, lr, **hyper) -> None:

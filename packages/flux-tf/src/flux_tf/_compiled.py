@@ -18,16 +18,14 @@ NumPy updates continue from the TF-side values.
 from __future__ import annotations
 
 import contextlib
-import math
-import weakref
 
 import numpy as np
 import tensorflow as tf
 
 import flux
 from flux import BackendError
-from flux.backends import (Compiled, OptimiserMirror, ParamMirror, backend_error, parse_device,
-                           user_facing)
+from flux.backends import (MirroredCompiled, OptimiserMirror, ParamMirror, backend_error,
+                           parse_device)
 
 from ._lower import build
 
@@ -126,61 +124,43 @@ def graph_function(graph, variables: Variables, options: dict):
     return run
 
 
-class TFCompiled(Compiled):
-    """A flux model running on TensorFlow; called, trained and differentiated like the model."""
+class TFCompiled(MirroredCompiled):
+    """A flux model running on TensorFlow; called, trained and differentiated like the model.
+    Its Params live in `variables` (the `flux.backends.MirroredCompiled` mirror)."""
 
     def __init__(self, model, backend, options=None):
-        super().__init__(model, backend, check_options(options))
-        self.variables = Variables(self.options.get("device"))
+        options = check_options(options)
+        super().__init__(model, backend, options, Variables(options.get("device")))
+        self.variables = self.mirror
         self.tensor_graphs: dict = {}                        # what `flux_tf.tensor` built
-        self._optimisers = weakref.WeakKeyDictionary()       # optimiser -> OptimiserVariables
 
     def lower(self, graph):
         """`graph` as one `tf.function` reading this model's variables; NumPy in and out."""
         return graph_function(graph, self.variables, self.options)
 
-    def _mirror(self, opt) -> OptimiserVariables:
-        found = self._optimisers.get(opt)
-        if found is None:
-            found = self._optimisers[opt] = OptimiserVariables(opt)
-        return found
+    def trains(self, opt) -> bool:
+        return type(opt) in NATIVE
 
-    def train_step(self, loss, opt, x, y) -> float:
-        """Forward, gradients and the update of `opt` in one TF function (see the module)."""
-        if type(opt) not in NATIVE:
-            return super().train_step(loss, opt, x, y)
-        try:
-            step, leaves = self.training_step(loss, x, y)
-            mirror = self._mirror(opt)
-            trainer = mirror.trainers.get(id(step))
-            if trainer is None or trainer.step is not step:
-                trainer = mirror.trainers[id(step)] = Trainer(self, step, mirror)
-            return trainer(leaves)
-        except Exception as error:
-            raise user_facing(error) from error.__cause__
+    def new_optimiser_mirror(self, opt) -> OptimiserVariables:
+        return OptimiserVariables(opt)
 
-    def apply_update(self, opt, ps, grads) -> None:
-        """`flux.update` on TF: the gradients go in, the optimiser's update runs on the
-        variables (one concrete function per optimiser and set of Params), and the Params
-        fetch the new values when next read."""
-        if type(opt) not in NATIVE:
-            return super().apply_update(opt, ps, grads)
-        mirror = self._mirror(opt)
+    def build_trainer(self, step, opt_mirror):
+        """Forward, gradients and the update of the optimiser in one TF function."""
+        return Trainer(self, step, opt_mirror)
+
+    def update(self, opt_mirror, records, grads) -> None:
+        """`flux.update` on TF: the optimiser's update of the variables, one concrete function
+        per optimiser and set of Params."""
+        ps = [rec.param for rec in records]
         key = tuple((id(p), p.shape) for p in ps)
-        found = mirror.updaters.get(key)
+        found = opt_mirror.updaters.get(key)
         if found is None or any(a is not b for a, b in zip(found[0], ps)):
-            records = self.variables.records(ps)
-            slots = mirror.slots_of(records)
+            slots = opt_mirror.slots_of(records)
             spec = [tf.TensorSpec(p.shape, tf.as_dtype(p.dtype)) for p in ps]
-            fn = tf.function(lambda *gs: _then(mirror.update(slots, gs)), input_signature=spec,
-                             autograph=False).get_concrete_function()
-            found = mirror.updaters[key] = (list(ps), records, fn)
-        _, records, fn = found
-        self.variables.sync(records)
-        mirror.refresh()
-        fn(*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
-        self.variables.hold(records)
-        mirror.stepped()
+            fn = tf.function(lambda *gs: _then(opt_mirror.update(slots, gs)),
+                             input_signature=spec, autograph=False).get_concrete_function()
+            found = opt_mirror.updaters[key] = (ps, fn)
+        found[1](*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
 
 
 class OptimiserVariables(OptimiserMirror):
@@ -193,7 +173,6 @@ class OptimiserVariables(OptimiserMirror):
         self.last = opt.hyper()
         self.hyper = tf.Variable(np.array(list(self.last.values()), np.float64),
                                  trainable=False)
-        self.trainers: dict = {}
         self.updaters: dict = {}
 
     def refresh(self) -> None:
@@ -251,15 +230,14 @@ class Trainer:
     like any other) under a `tf.GradientTape` watching the Params' variables, takes the
     gradients with TF's own autodiff, and applies the optimiser's update of the variables under
     ``tf.cond(isfinite(loss))``. It returns the loss and the carried state (no gradient flows
-    through it); the new parameter values stay in the variables (`Variables.hold`)."""
+    through it); the new parameter values stay in the variables."""
 
     def __init__(self, compiled: TFCompiled, step, mirror: OptimiserVariables):
-        self.step, self.compiled, self.mirror = step, compiled, mirror
         graph = self.graph = step.objective
         body = build(graph, bool(compiled.options.get("check_numerics", False)))
-        self.records = compiled.variables.records(graph.param_objs)
-        variables = [rec.array for rec in self.records]
-        slots = mirror.slots_of(self.records)
+        records = compiled.variables.records(graph.param_objs)
+        variables = [rec.array for rec in records]
+        slots = mirror.slots_of(records)
         watched = [v for v in variables if v.dtype.is_floating]
 
         def train(*xs):
@@ -276,18 +254,9 @@ class Trainer:
 
         self.fn = concrete_function(train, graph, compiled.options)
 
-    def __call__(self, leaves) -> float:
-        compiled, graph = self.compiled, self.graph
-        compiled.variables.sync(self.records)
-        self.mirror.refresh()
-        outs = _run(self.fn, graph, (*leaves, *compiled.carry.inputs(graph)))
-        value = float(outs[0])
-        if graph.carry_out:
-            compiled.carry.keep(graph, _numpy(outs), 1)
-        if math.isfinite(value):            # the update was applied
-            compiled.variables.hold(self.records)
-            self.mirror.stepped()
-        return value
+    def __call__(self, inputs) -> tuple:
+        outs = _run(self.fn, self.graph, inputs)
+        return float(outs[0]), _numpy(outs[1:])
 
 
 def _then(op):

@@ -8,7 +8,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   avals of arrays or shapes as users pass them), `model_dtype`, `flatten_args`/`unflatten`;
   `vjp` (a graph's forward and gradients as one graph, as core's `flux.back` runs it);
 - mirrors: `ParamMirror` and `OptimiserMirror`, a backend's copies of Params and optimiser
-  state, kept current by version;
+  state, kept current by version, and `MirroredCompiled`, the `Compiled` of a backend that
+  keeps them (training steps and updates run on the backend between sync and hand-back);
 - errors: `backend_error`, `equation_error`, `op_name`/`equation_named` (a backend exception
   as a `flux.BackendError` at the user's line); `user_facing`;
 - small helpers: `parse_device`, `flat_positions`, `is_basic_index`;
@@ -25,6 +26,7 @@ from flux.backends.eager import compiled_of
 from flux.backends.errors import backend_error, equation_error, equation_named, op_name
 from flux.backends.indexing import flat_positions, is_basic_index
 from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
+from flux.backends.mirrored import MirroredCompiled
 from flux.backends.numpy import NUMPY
 from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, PluginWarning,
                                     backends, compile, shorthand)
@@ -36,8 +38,8 @@ from flux.ir.source import user_facing
 from flux.transforms.autodiff import vjp
 
 __all__ = [
-    "Backend", "hookimpl", "Compiled", "TrainingStep", "trace", "abstract_inputs",
-    "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror", "Mirrored",
+    "Backend", "hookimpl", "Compiled", "MirroredCompiled", "TrainingStep", "trace",
+    "abstract_inputs", "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror", "Mirrored",
     "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
     "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",

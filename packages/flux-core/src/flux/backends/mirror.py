@@ -19,6 +19,7 @@ backend's values.
 """
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -107,10 +108,15 @@ class OptimiserMirror(ABC):
     model. Subclasses implement `new_slots`, `load_slots` and `read_slots`."""
 
     def __init__(self, opt):
-        self.opt = opt
+        self._opt = weakref.ref(opt)    # (the mirror lives as long as the optimiser, no longer)
         self.stateful = bool(opt.slot_names)
         self.version = None          # the opt.state_version the slots hold (None: load them)
         self._slots: dict[int, tuple] = {}   # id(Param) -> (Param, its array, slots)
+        self.trainers = weakref.WeakKeyDictionary()   # TrainingStep -> a backend's trainer
+
+    @property
+    def opt(self):
+        return self._opt()
 
     # -- what a backend implements ----------------------------------------------------------------
 
@@ -129,12 +135,14 @@ class OptimiserMirror(ABC):
     # -- the protocol -----------------------------------------------------------------------------
 
     def slots(self, p, array) -> list:
-        """`p`'s slots, made (and loaded from the optimiser at the next `refresh`) on first use,
-        and again when `p`'s backend array was remade."""
+        """`p`'s slots, made on first use (and again when `p`'s backend array was remade),
+        loaded from the optimiser's current state."""
         found = self._slots.get(id(p))
         if found is None or found[0] is not p or found[1] is not array:
-            found = self._slots[id(p)] = (p, array, self.new_slots(p, array))
-            self.version = None
+            slots = self.new_slots(p, array)
+            if self.stateful:
+                self.load_slots(p, slots, self.opt.current_slots(p))
+            found = self._slots[id(p)] = (p, array, slots)
         return found[2]
 
     def refresh(self) -> None:
