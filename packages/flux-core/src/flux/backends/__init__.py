@@ -39,8 +39,8 @@ from flux.transforms.autodiff import vjp
 
 __all__ = [
     "Backend", "hookimpl", "Compiled", "MirroredCompiled", "TrainingStep", "trace",
-    "abstract_inputs", "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror", "Mirrored",
-    "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
+    "abstract_inputs", "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror",
+    "Mirrored", "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
     "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp",
