@@ -112,7 +112,7 @@ class OptimiserMirror(ABC):
         self.stateful = bool(opt.slot_names)
         self.version = None          # the opt.state_version the slots hold (None: load them)
         self._slots: dict[int, tuple] = {}   # id(Param) -> (Param, its array, slots)
-        self.trainers = weakref.WeakKeyDictionary()   # TrainingStep -> a backend's trainer
+        self.trainers = weakref.WeakKeyDictionary()   # TrainingStep -> (trainer, records)
 
     @property
     def opt(self):

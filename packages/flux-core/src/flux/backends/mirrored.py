@@ -68,13 +68,14 @@ class MirroredCompiled(Compiled):
         step, leaves = self.training_step(loss, x, y)
         opt_mirror = self.optimiser_mirror(opt)
         trainers = opt_mirror.trainers
-        if step not in trainers:
-            trainers[step] = self.build_trainer(step, opt_mirror)
-        trainer = trainers[step]
+        found = trainers.get(step)
+        if found is None:
+            trainer = self.build_trainer(step, opt_mirror)
+            found = trainers[step] = (trainer, self.mirror.records(step.param_objs))
+        trainer, records = found
         if trainer is None:
             return super().train_step(loss, opt, x, y)
         graph = step.objective
-        records = self.mirror.records(step.param_objs)
         self.mirror.sync(records)
         opt_mirror.refresh()
         value, carried = trainer([*leaves, *self.carry.inputs(graph)])

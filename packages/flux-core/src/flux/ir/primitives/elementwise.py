@@ -36,18 +36,26 @@ def _float(aval: Aval) -> bool:
 
 def elementwise(name: str, impl, vjp, *, arity: int, floats_only: bool = False,
                 result_dtype=None) -> Primitive:
-    """Declare an elementwise primitive of `arity` inputs (see the module docstring)."""
+    """Declare an elementwise primitive of `arity` (1 or 2) inputs (see the module docstring)."""
+    result = None if result_dtype is None else np.dtype(result_dtype)
 
-    def shape_rule(*xs: Aval) -> Aval:
-        if len(xs) != arity:
-            raise TypeError(f"{name} takes {arity} inputs, given {len(xs)}")
-        dtype = same_dtype(name, xs)
-        if floats_only and not _float(xs[0]):
-            raise TypeError(f"{name} needs a floating input, found {dtype}")
-        shape = xs[0].shape if arity == 1 else broadcast_shapes(name, *(x.shape for x in xs))
-        return Aval(shape, result_dtype or dtype)
+    def check(x: Aval) -> None:
+        if floats_only and not _float(x):
+            raise TypeError(f"{name} needs a floating input, found {x.dtype}")
 
-    return Primitive(name, impl=impl, shape_rule=shape_rule, vjp=vjp, elementwise=True,
+    def unary(x: Aval) -> Aval:
+        check(x)
+        return x if result is None else Aval(x.shape, result)
+
+    def binary(x: Aval, y: Aval) -> Aval:
+        if x.dtype != y.dtype:
+            same_dtype(name, [x, y])          # raises, naming both
+        check(x)
+        shape = x.shape if x.shape == y.shape else broadcast_shapes(name, x.shape, y.shape)
+        return Aval(shape, result or x.dtype)
+
+    rules = {1: unary, 2: binary}
+    return Primitive(name, impl=impl, shape_rule=rules[arity], vjp=vjp, elementwise=True,
                      floats_only=floats_only, result_dtype=result_dtype)
 
 
