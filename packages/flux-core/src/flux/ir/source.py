@@ -95,11 +95,6 @@ def capture(calls: list[ModelCall], skip: int = 1) -> Source:
     return Source(own[0], own[1], tuple(frames))
 
 
-def user_source(skip: int = 1) -> Source:
-    """The innermost user line outside any trace (for errors raised at the API boundary)."""
-    return capture([], skip + 1)
-
-
 # -- tracebacks users see ---------------------------------------------------------------------
 
 

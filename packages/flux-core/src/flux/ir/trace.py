@@ -140,7 +140,8 @@ class Tracer:
             "build a new value instead (e.g. with np.where or hcat)"
         ).with_trace(self.trace.source().frames)
 
-    # NumPy protocol and Python operators are filled in by _numpy_api (they need the primitives).
+    # NumPy protocol and Python operators are installed by flux.ops.methods (they need the
+    # primitives, a layer above).
 
 
 def _value_error(what: str) -> TraceError:
