@@ -2,6 +2,10 @@
 import os
 
 os.environ["FLUX_CHECK_GRAPHS"] = "1"   # read when flux.ir.passes is first imported
+# flux-cupy, where installed, runs on its NumPy stand-in and compiles every CUDA kernel it
+# generates with NVRTC, unless told otherwise (tools/gpu_check.sh sets FLUX_CUPY_STANDIN=none)
+os.environ.setdefault("FLUX_CUPY_STANDIN", "numpy")
+os.environ.setdefault("FLUX_CUPY_NVRTC", "1")
 
 import flux.ir.passes  # noqa: E402  (flux may already be imported by its pytest plugin: set it too)
 

@@ -1,7 +1,7 @@
 """A backend plugin installed the way users install it: ``pip install "flux-core[tf]"`` (or
-``[mxnet]``) from the wheels built from this repository. `tools/dev.py` builds the tf and mxnet
-environments so, and names what it installed in FLUX_INSTALLED_FROM_WHEELS (for example
-``flux-core[tf],flux-tf``); elsewhere these tests are skipped."""
+``[mxnet]``, ``[cupy]``) from the wheels built from this repository. `tools/dev.py` builds the
+tf, mxnet and cupy environments so, and names what it installed in FLUX_INSTALLED_FROM_WHEELS
+(for example ``flux-core[tf],flux-tf``); elsewhere these tests are skipped."""
 import importlib
 import importlib.metadata
 import os
@@ -46,7 +46,7 @@ def test_installed_from_wheels_not_from_the_source_tree():
 def test_the_extra_pins_this_repositorys_plugin_and_the_plugin_pins_core():
     extra, plugin = requested()
     core = importlib.metadata.distribution("flux-core")
-    pinned = re.compile(rf'{plugin}(\[[a-z,-]+\])?=={re.escape(field(plugin, "version"))}; '
+    pinned = re.compile(rf'{plugin}(\[[a-z0-9,-]+\])?=={re.escape(field(plugin, "version"))}; '
                         rf'extra == "{extra}"')
     assert any(pinned.fullmatch(r) for r in core.requires), core.requires
     dist = importlib.metadata.distribution(plugin)

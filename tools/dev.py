@@ -88,6 +88,13 @@ ENVS = [
         packages=("packages/flux-core[mxnet]", "packages/flux-mxnet"),
         suites={"mxnet": ("tests/mxnet", "tests/test_properties.py",
                           "tests/test_installation.py")}, from_wheels=True),
+    # `pip install "flux-core[cupy]"` from the built wheels (CuPy for CUDA 12 from the index),
+    # plus NVRTC: no GPU here, so the suites run on flux-cupy's NumPy stand-in and compile
+    # every CUDA kernel it generates (tests/conftest.py sets both up).
+    Env("cupy", ("numpy>=2,<3", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12", *TEST_TOOLS),
+        packages=("packages/flux-core[cupy]", "packages/flux-cupy"),
+        suites={"cupy": ("tests/cupy", "tests/test_properties.py",
+                         "tests/test_installation.py")}, from_wheels=True),
 ]
 
 

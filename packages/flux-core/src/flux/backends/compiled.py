@@ -83,6 +83,13 @@ class Compiled:
         """The backend's function for `graph` (subclasses may lower with more context)."""
         return self.backend.lower(graph, self.options)
 
+    def input_array(self, value, where: str):
+        """One input leaf as the array this model's functions take: a NumPy array in the
+        model's dtype (`as_input_array`). A backend that also takes its own arrays (CuPy
+        arrays on the GPU, without a copy through the host) overrides it; the cache key is
+        the array's shape and dtype either way."""
+        return as_input_array(value, self._dtype, where)
+
     @property
     def dtype(self):
         self._refresh()
@@ -123,7 +130,7 @@ class Compiled:
         if self._structure != structure_version.value:
             self._refresh()
         raw, tree = flatten_args(args)
-        leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
+        leaves = [self.input_array(v, f"input {i}") for i, v in enumerate(raw)]
         key = (tree, tuple((x.shape, x.dtype) for x in leaves), self.carry.key())
         entry = self._entries.get(key)
         if entry is None:
@@ -230,7 +237,7 @@ class Compiled:
         if self._structure != structure_version.value:
             self._refresh()
         raw, tree = flatten_args((x, y))
-        leaves = [as_input_array(v, self._dtype, f"input {i}") for i, v in enumerate(raw)]
+        leaves = [self.input_array(v, f"input {i}") for i, v in enumerate(raw)]
         key = (loss, tree, tuple((a.shape, a.dtype) for a in leaves), self.carry.key())
         step = self._entries.get(key)
         if step is None:

@@ -8,7 +8,7 @@ from flux.errors import FluxValueError
 
 __all__ = ["Device", "parse_device"]
 
-_DEVICE = re.compile(r"/?(?:device:)?(cpu|gpu|tpu)(?::(\d+))?", re.IGNORECASE)
+_DEVICE = re.compile(r"/?(?:device:)?(cpu|gpu|cuda|tpu)(?::(\d+))?", re.IGNORECASE)
 
 
 class Device(NamedTuple):
@@ -22,9 +22,9 @@ class Device(NamedTuple):
 
 
 def parse_device(text, backend: str) -> Device:
-    """``"cpu"``, ``"gpu"``, ``"gpu:1"``, ``"GPU:0"``, TensorFlow's ``"/GPU:0"`` or
-    ``"/device:GPU:0"``, or a bare GPU number (``0``) as a `Device`; anything else is a
-    FluxValueError naming `backend` and what it takes.
+    """``"cpu"``, ``"gpu"``, ``"gpu:1"``, ``"GPU:0"``, ``"cuda:0"`` (a GPU too), TensorFlow's
+    ``"/GPU:0"`` or ``"/device:GPU:0"``, or a bare GPU number (``0``) as a `Device`; anything
+    else is a FluxValueError naming `backend` and what it takes.
 
     >>> parse_device("gpu:1", "tf"), parse_device("/CPU:0", "tf"), parse_device(0, "cupy")
     (Device(kind='gpu', index=1), Device(kind='cpu', index=0), Device(kind='gpu', index=0))
@@ -35,4 +35,5 @@ def parse_device(text, backend: str) -> Device:
     if match is None:
         raise FluxValueError(f"{backend} backend: device= takes 'cpu', 'gpu', 'gpu:1' or a "
                              f"device name such as '/GPU:0'; found {text!r}")
-    return Device(match.group(1).lower(), int(match.group(2) or 0))
+    kind = match.group(1).lower()
+    return Device("gpu" if kind == "cuda" else kind, int(match.group(2) or 0))

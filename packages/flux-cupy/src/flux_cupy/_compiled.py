@@ -1,0 +1,293 @@
+"""`CupyCompiled`: a flux model compiled for one GPU (or the NumPy stand-in).
+
+Every graph flux builds for it (forward, `back`, training steps; unrolled and carried-state
+graphs alike) becomes a `Plan`. Parameters live on the GPU (`DeviceParams`, the
+`MirroredCompiled` mirror), and so does the optimiser state (`DeviceSlots`). A training step
+with SGD, Momentum or ADAM (`Trainer`) is core's gradient graph of the objective, planned,
+then one fused update kernel per Param, skipped on the GPU when the loss is not finite; with
+real CuPy the whole step is captured as a CUDA graph after its first run, so later steps cost
+one launch. NumPy arrays in give NumPy arrays out; CuPy arrays in give CuPy arrays out, with
+no copy through the host.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import flux
+from flux.backends import MirroredCompiled, OptimiserMirror, ParamMirror
+
+from ._plan import Plan
+from ._runtime import open_runtime
+from ._update import Update, counters, hyper_names, hyper_values
+
+__all__ = ["CupyCompiled", "DeviceParams", "DeviceSlots", "Trainer", "OPTIONS"]
+
+OPTIONS = ("device", "standin", "cuda_graphs")
+NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)
+
+
+def write(runtime, array, value) -> None:
+    """Copy `value` (a NumPy array, or a device array) into the device `array`."""
+    if runtime.standin or runtime.is_native(value):
+        runtime.xp.copyto(array, value)
+    else:
+        array.set(np.ascontiguousarray(value, dtype=array.dtype))
+
+
+class DeviceParams(ParamMirror):
+    """One device array per Param, kept current by version (`flux.backends.ParamMirror`)."""
+
+    def __init__(self, runtime):
+        super().__init__()
+        self.runtime = runtime
+
+    def new(self, value):
+        return self.runtime.to_device(value)
+
+    def assign(self, array, value) -> None:
+        write(self.runtime, array, value)
+
+    def read(self, array) -> np.ndarray:
+        return self.runtime.to_host(array)
+
+
+class DeviceSlots(OptimiserMirror):
+    """An optimiser's slots on the GPU (step counters on the host), its update kernels (one
+    per parameter shape and dtype), and the hyper-parameter rows the kernels read."""
+
+    def __init__(self, opt, runtime):
+        super().__init__(opt)
+        self.runtime = runtime
+        self.is_counter = counters(opt)
+        self.updates: dict = {}
+
+    def new_slots(self, p, array) -> list:
+        xp = self.runtime.xp
+        with self.runtime.on_device():
+            return [0 if c else xp.zeros_like(array) for c in self.is_counter]
+
+    def load_slots(self, p, slots, values) -> None:
+        for i, (c, value) in enumerate(zip(self.is_counter, values)):
+            if c:
+                slots[i] = int(value)
+            else:
+                write(self.runtime, slots[i], np.broadcast_to(np.asarray(value, p.dtype),
+                                                              p.shape))
+
+    def read_slots(self, p, slots) -> tuple:
+        return tuple(s if c else self.runtime.to_host(s) for c, s in zip(self.is_counter, slots))
+
+    def update_for(self, p) -> Update:
+        key = (p.shape, p.dtype)
+        if key not in self.updates:
+            self.updates[key] = Update(self.opt, p.shape, p.dtype, self.runtime)
+        return self.updates[key]
+
+    def counter_of(self, slots) -> int:
+        return next((s for c, s in zip(self.is_counter, slots) if c), 0)
+
+    def stepped_counters(self, entries) -> None:
+        """One update more for each (slots) of `entries` (their step counters move)."""
+        for slots in entries:
+            for i, c in enumerate(self.is_counter):
+                if c:
+                    slots[i] += 1
+
+
+class _Entry:
+    """One Param's part of an update: its record, kernel, slots, hyper row and gradient."""
+
+    __slots__ = ("record", "update", "slots", "arrays", "hyper", "row", "grad")
+
+    def __init__(self, record, update, slots, is_counter, hyper, row, grad):
+        self.record, self.update, self.slots = record, update, slots
+        self.arrays = [s for s, c in zip(slots, is_counter) if not c]   # on the device
+        self.hyper, self.row, self.grad = hyper, row, grad
+
+
+class _Updates:
+    """The update of a list of Params by one optimiser: their kernels, slots, and hyper rows
+    (one device array per dtype, written with one copy per step). `grad_of(record)` is where
+    each Param's gradient is in the list `launch` is given."""
+
+    def __init__(self, runtime, opt_mirror: DeviceSlots, records, grad_of):
+        self.mirror, self.runtime = opt_mirror, runtime
+        names = hyper_names(opt_mirror.opt)
+        floating = [rec for rec in records if rec.param.dtype.kind == "f"]
+        dtypes = sorted({rec.param.dtype for rec in floating}, key=str)
+        with runtime.on_device():
+            self.rows = {d: runtime.xp.zeros((sum(1 for r in floating if r.param.dtype == d),
+                                              len(names)), d) for d in dtypes}
+            self.ok = runtime.xp.ones((), np.bool_)
+        used = dict.fromkeys(dtypes, 0)
+        self.entries = []
+        for rec in floating:
+            dtype = rec.param.dtype
+            row, used[dtype] = used[dtype], used[dtype] + 1
+            hyper = [self.rows[dtype][row, k, ...] for k in range(len(names))]   # 0-d views
+            self.entries.append(_Entry(rec, opt_mirror.update_for(rec.param),
+                                       opt_mirror.slots(rec.param, rec.array),
+                                       opt_mirror.is_counter, hyper, row, grad_of(rec)))
+
+    def set_hyper(self) -> None:
+        """The hyper-parameters of this step, one host-to-device copy per dtype."""
+        opt = self.mirror.opt
+        host = {dtype: np.zeros(rows.shape, dtype) for dtype, rows in self.rows.items()}
+        for e in self.entries:
+            host[e.record.param.dtype][e.row] = hyper_values(
+                opt, self.mirror.counter_of(e.slots) + 1)
+        for dtype, rows in self.rows.items():
+            write(self.runtime, rows, host[dtype])
+
+    def launch(self, grads) -> None:
+        """The update kernels, in stream order; `ok` decides on the device."""
+        for e in self.entries:
+            e.update(e.record.array, grads[e.grad], e.arrays, e.hyper, self.ok)
+
+    def counted(self) -> None:
+        self.mirror.stepped_counters([e.slots for e in self.entries])
+
+
+class Trainer:
+    """A training step on the GPU: the planned gradient graph of the step's objective, the
+    finiteness flag of the loss, the fused updates; captured as a CUDA graph from its second
+    call (real CuPy, ``cuda_graphs=True``), replayed with one launch after that."""
+
+    def __init__(self, compiled, step, opt_mirror: DeviceSlots):
+        self.compiled, self.runtime = compiled, compiled.runtime
+        graph = step.graph                         # loss, carried state, then param grads
+        self.plan = Plan(graph, self.runtime)
+        self.records = compiled.mirror.records(graph.param_objs)
+        n_out = len(graph.outputs) - len(graph.param_vars)
+        self.n_carried = n_out - 1
+        position = {id(rec.param): i for i, rec in enumerate(self.records)}
+        self.outs = None
+        self.updates = _Updates(self.runtime, opt_mirror, self.records,
+                                lambda rec: n_out + position[id(rec.param)])
+        self.inputs = None
+        self.graph_exec = None
+        self.graph_error = None
+        self.calls = 0
+        self.use_graphs = (not self.runtime.standin) and compiled.options.get("cuda_graphs",
+                                                                             True)
+
+    def _step(self, inputs) -> list:
+        outs = self.plan.run(inputs, [rec.array for rec in self.records])
+        xp = self.runtime.xp
+        xp.isfinite(outs[0], out=self.updates.ok)
+        self.updates.launch(outs)
+        return outs
+
+    def __call__(self, inputs) -> tuple:
+        runtime = self.runtime
+        native = any(runtime.is_native(x) for x in inputs)
+        self.updates.set_hyper()
+        with runtime.on_device():
+            if self.graph_exec is not None:
+                for buffer, x in zip(self.inputs, inputs):
+                    write(runtime, buffer, x)
+                self.graph_exec.launch()          # on the current stream, after the copies
+                outs = self.outs
+            else:
+                device = [x if runtime.is_native(x) or runtime.standin else runtime.to_device(x)
+                          for x in inputs]
+                outs = self._step(device)
+                self.calls += 1
+                if self.use_graphs and self.calls == 1 and self.graph_error is None:
+                    self._capture(device)
+        value = float(runtime.to_host(outs[0]))
+        if math.isfinite(value):
+            self.updates.counted()
+        carried = outs[1:1 + self.n_carried]
+        carried = [o.copy() for o in carried] if native else [runtime.to_host(o)
+                                                              for o in carried]
+        return value, carried
+
+    def _capture(self, inputs) -> None:
+        """Record the step as a CUDA graph on static input buffers (tried once; if CuPy
+        refuses, e.g. an operation that allocates while capturing, steps run as before and
+        `graph_error` says why)."""
+        xp = self.runtime.xp
+        try:
+            self.inputs = [xp.array(x) for x in inputs]
+            self.stream = xp.cuda.Stream(non_blocking=True)
+            with self.stream:
+                self.stream.begin_capture()
+                try:
+                    self.outs = self._step(self.inputs)
+                finally:
+                    graph = self.stream.end_capture()
+            self.graph_exec = graph
+        except Exception as error:             # noqa: BLE001 (any refusal: run uncaptured)
+            self.graph_error = f"{type(error).__name__}: {error}"
+            self.graph_exec = None
+
+
+class CupyCompiled(MirroredCompiled):
+    """A flux model compiled for CuPy (see the module docstring)."""
+
+    def __init__(self, model, backend, options):
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"the cupy backend takes the options {', '.join(OPTIONS)}; given "
+                            f"{', '.join(unknown)}")
+        runtime = open_runtime(options.get("device"), options.get("standin"))
+        super().__init__(model, backend, options, DeviceParams(runtime))
+        self.runtime = runtime
+
+    def __repr__(self) -> str:
+        return f"cupy({self.model!r})"
+
+    def input_array(self, value, where: str):
+        """NumPy arrays as for every backend; CuPy arrays stay on the GPU (in the model's
+        dtype), after checking they are on this model's GPU."""
+        if self.runtime.is_native(value):
+            self.runtime.check_device(value, where)
+            dtype = self.dtype
+            return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+        return super().input_array(value, where)
+
+    def lower(self, graph):
+        """`graph` as a `Plan`; the function takes and returns NumPy arrays, or CuPy arrays
+        when it is given any."""
+        runtime, plan = self.runtime, Plan(graph, self.runtime)
+        records = self.mirror.records(graph.param_objs)
+        sync = self.mirror.sync
+
+        def run(*xs):
+            sync(records)
+            native = any(runtime.is_native(x) for x in xs)
+            with runtime.on_device():
+                device = [x if runtime.is_native(x) or runtime.standin else runtime.to_device(x)
+                          for x in xs]
+                outs = plan.run(device, [rec.array for rec in records])
+                if native:
+                    return [o.copy() for o in outs]
+                return [runtime.to_host(o) for o in outs]
+
+        run.plan = plan
+        return run
+
+    def trains(self, opt) -> bool:
+        return type(opt) in NATIVE
+
+    def new_optimiser_mirror(self, opt) -> DeviceSlots:
+        return DeviceSlots(opt, self.runtime)
+
+    def build_trainer(self, step, opt_mirror):
+        return Trainer(self, step, opt_mirror)
+
+    def update(self, opt_mirror, records, grads) -> None:
+        """`flux.update` on the GPU: the gradients go up, the fused update kernels run."""
+        runtime = self.runtime
+        with runtime.on_device():
+            device = [runtime.to_device(np.asarray(g, rec.param.dtype))
+                      for rec, g in zip(records, grads)]
+            position = {id(rec.param): i for i, rec in enumerate(records)}
+            updates = _Updates(runtime, opt_mirror, records, lambda rec: position[id(rec.param)])
+            updates.set_hyper()
+            updates.launch(device)
+        updates.counted()
