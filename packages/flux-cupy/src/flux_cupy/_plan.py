@@ -106,10 +106,11 @@ class Plan:
 
 def _memory_error(error, step):
     eqn = step.eqns[0] if isinstance(step, Group) else step
+    aval = eqn.outputs[0].aval
+    size = aval.size * aval.dtype.itemsize
     return backend_error("cupy", error, _One(eqn), 0,
-                         message=f"out of GPU memory ({_first_line(error)}) for a result of "
-                                 f"shape {eqn.outputs[0].aval.shape} "
-                                 f"{eqn.outputs[0].aval.dtype}")
+                         message=f"out of memory allocating {size:,} bytes for a result of "
+                                 f"shape {aval.shape} {aval.dtype} ({_first_line(error)})")
 
 
 class _One:
