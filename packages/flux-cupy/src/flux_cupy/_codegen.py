@@ -15,7 +15,8 @@ import numpy as np
 from flux.ir import Literal
 from flux.ir import primitives as P
 
-__all__ = ["EXPRESSIONS", "C_TYPES", "cuda_source", "numpy_source", "fusable"]
+__all__ = ["EXPRESSIONS", "C_TYPES", "cuda_source", "numpy_source", "multi_tensor_source",
+           "fusable"]
 
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
            np.dtype(np.int32): "int", np.dtype(np.int64): "long long",
@@ -119,6 +120,18 @@ def cuda_source(group, name: str, restrict: bool = True) -> str:
         names[id(v)] = f"x{k}"
         offset = _offset(v.aval.shape, shape)
         body.append(f"  const {C_TYPES[v.aval.dtype]} x{k} = in{k}[{offset}];")
+    body += _expressions(group, names)
+    for k, v in enumerate(group.outputs):
+        body.append(f"  out{k}[i] = {names[id(v)]};")
+    body.append("}")
+    return (f'extern "C" __global__ void {name}({", ".join(args)}) {{\n'
+            + "\n".join("  " + line for line in body) + "\n}\n")
+
+
+def _expressions(group, names: dict) -> list[str]:
+    """One line per equation of `group` (``const T v<j> = <expression>;``), given the C names
+    of its inputs in `names` (to which the equations' results are added)."""
+    lines = []
     for j, eqn in enumerate(group.eqns):
         out = eqn.outputs[0]
         dtype = out.aval.dtype
@@ -126,9 +139,45 @@ def cuda_source(group, name: str, restrict: bool = True) -> str:
                for a in eqn.inputs]
         expr = EXPRESSIONS[eqn.prim][0].format(*ins, T=C_TYPES[dtype])
         names[id(out)] = f"v{j}"
-        body.append(f"  const {C_TYPES[dtype]} v{j} = {expr};")
-    for k, v in enumerate(group.outputs):
-        body.append(f"  out{k}[i] = {names[id(v)]};")
+        lines.append(f"  const {C_TYPES[dtype]} v{j} = {expr};")
+    return lines
+
+
+def multi_tensor_source(group, graph, n_arrays: int, name: str) -> str:
+    """One kernel updating many arrays of one dtype at once (the optimiser's update of every
+    Param): `group` is the per-element update traced on 0-d values, whose first `n_arrays`
+    graph inputs are per-element arrays (the Param, its gradient, its slots) and the rest
+    per-array scalars (hyper-parameters, one row per array), then one global flag. The
+    outputs are written over the first arrays (the Param, then its slots). Arguments: one
+    table of device pointers per array input, the arrays' start offsets in one flat index
+    space (``n + 1`` of them), the hyper rows, the flag, and the number of arrays."""
+    ctype = C_TYPES[graph.inputs[0].aval.dtype]
+    n_hyper = len(graph.inputs) - n_arrays - 1
+    args = [f"const unsigned long long* ptr{k}" for k in range(n_arrays)]
+    args += ["const long long* offsets", f"const {ctype}* hyper", "const bool* flag",
+             "const int n_arrays"]
+    body = ["const long long n = offsets[n_arrays];",
+            "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;",
+            "     i += (long long)gridDim.x * blockDim.x) {",
+            "  int lo = 0, hi = n_arrays - 1;          // the array element i belongs to",
+            "  while (lo < hi) { const int mid = (lo + hi + 1) / 2;",
+            "                    if (offsets[mid] <= i) lo = mid; else hi = mid - 1; }",
+            "  const long long j = i - offsets[lo];"]
+    names = {}
+    for k, var in enumerate(graph.inputs):
+        names[id(var)] = f"x{k}"
+        ctype_k = C_TYPES[var.aval.dtype]
+        if k < n_arrays:
+            source = f"(({ctype_k}*)ptr{k}[lo])[j]"
+        elif k < n_arrays + n_hyper:
+            source = f"hyper[lo * {n_hyper} + {k - n_arrays}]"
+        else:
+            source = "flag[0]"
+        body.append(f"  const {ctype_k} x{k} = {source};")
+    body += _expressions(group, names)
+    targets = [0] + list(range(2, 2 + len(group.outputs) - 1))   # the Param, then its slots
+    for target, v in zip(targets, group.outputs):
+        body.append(f"  (({ctype}*)ptr{target}[lo])[j] = {names[id(v)]};")
     body.append("}")
     return (f'extern "C" __global__ void {name}({", ".join(args)}) {{\n'
             + "\n".join("  " + line for line in body) + "\n}\n")
@@ -148,9 +197,10 @@ def _offset(of: tuple, shape: tuple) -> str:
     return " + ".join(reversed(terms)) or "0"
 
 
-def numpy_source(group, name: str) -> tuple[str, dict]:
+def numpy_source(group, name: str, broadcast: bool = True) -> tuple[str, dict]:
     """The NumPy stand-in of `group`'s kernel: ``name(*inputs) -> [outputs]`` computing the
-    same expressions, and the globals it needs."""
+    same expressions, and the globals it needs. Without `broadcast` the outputs keep the
+    shapes NumPy gives them (a group traced on 0-d values, run on whole arrays)."""
     env: dict = {"np": np}
     names = {}
     lines = []
@@ -172,8 +222,8 @@ def numpy_source(group, name: str) -> tuple[str, dict]:
                                                 shape=tuple(out.aval.shape))
         names[id(out)] = f"v{j}"
         lines.append(f"v{j} = np.asarray({expr}).astype({t}, copy=False)")
-    outs = ", ".join(f"np.broadcast_to({names[id(v)]}, {tuple(group.shape)})"
-                     for v in group.outputs)
+    outs = ", ".join(f"np.broadcast_to({names[id(v)]}, {tuple(group.shape)})" if broadcast
+                     else names[id(v)] for v in group.outputs)
     lines.append(f"return [{outs}]")
     args = ", ".join(f"x{k}" for k in range(len(group.inputs)))
     source = f"def {name}({args}):\n" + "\n".join("    " + line for line in lines) + "\n"

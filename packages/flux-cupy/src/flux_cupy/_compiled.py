@@ -4,7 +4,8 @@ Every graph flux builds for it (forward, `back`, training steps; unrolled and ca
 graphs alike) becomes a `Plan`. Parameters live on the GPU (`DeviceParams`, the
 `MirroredCompiled` mirror), and so does the optimiser state (`DeviceSlots`). A training step
 with SGD, Momentum or ADAM (`Trainer`) is core's gradient graph of the objective, planned,
-then one fused update kernel per Param, skipped on the GPU when the loss is not finite; with
+then one fused update kernel over all Params (per dtype), skipped on the GPU when the loss is
+not finite; with
 real CuPy the whole step is captured as a CUDA graph after its first run, so later steps cost
 one launch. NumPy arrays in give NumPy arrays out; CuPy arrays in give CuPy arrays out, with
 no copy through the host.
@@ -18,9 +19,9 @@ import numpy as np
 import flux
 from flux.backends import MirroredCompiled, OptimiserMirror, ParamMirror
 
-from ._plan import Plan
+from ._plan import Plan, _contiguous
 from ._runtime import open_runtime
-from ._update import Update, counters, hyper_names, hyper_values
+from ._update import MultiUpdate, counters, hyper_names, hyper_values
 
 __all__ = ["CupyCompiled", "DeviceParams", "DeviceSlots", "Trainer", "OPTIONS"]
 
@@ -54,8 +55,8 @@ class DeviceParams(ParamMirror):
 
 
 class DeviceSlots(OptimiserMirror):
-    """An optimiser's slots on the GPU (step counters on the host), its update kernels (one
-    per parameter shape and dtype), and the hyper-parameter rows the kernels read."""
+    """An optimiser's slots on the GPU (step counters on the host) and its update kernels
+    (one per dtype, each updating every Param of that dtype at once)."""
 
     def __init__(self, opt, runtime):
         super().__init__(opt)
@@ -79,11 +80,10 @@ class DeviceSlots(OptimiserMirror):
     def read_slots(self, p, slots) -> tuple:
         return tuple(s if c else self.runtime.to_host(s) for c, s in zip(self.is_counter, slots))
 
-    def update_for(self, p) -> Update:
-        key = (p.shape, p.dtype)
-        if key not in self.updates:
-            self.updates[key] = Update(self.opt, p.shape, p.dtype, self.runtime)
-        return self.updates[key]
+    def update_for(self, dtype) -> MultiUpdate:
+        if dtype not in self.updates:
+            self.updates[dtype] = MultiUpdate(self.opt, dtype, self.runtime)
+        return self.updates[dtype]
 
     def counter_of(self, slots) -> int:
         return next((s for c, s in zip(self.is_counter, slots) if c), 0)
@@ -97,57 +97,54 @@ class DeviceSlots(OptimiserMirror):
 
 
 class _Entry:
-    """One Param's part of an update: its record, kernel, slots, hyper row and gradient."""
+    """One Param's part of an update: its record, slots, and where its gradient is."""
 
-    __slots__ = ("record", "update", "slots", "arrays", "hyper", "row", "grad")
+    __slots__ = ("record", "slots", "arrays", "grad")
 
-    def __init__(self, record, update, slots, is_counter, hyper, row, grad):
-        self.record, self.update, self.slots = record, update, slots
+    def __init__(self, record, slots, is_counter, grad):
+        self.record, self.slots, self.grad = record, slots, grad
         self.arrays = [s for s, c in zip(slots, is_counter) if not c]   # on the device
-        self.hyper, self.row, self.grad = hyper, row, grad
 
 
 class _Updates:
-    """The update of a list of Params by one optimiser: their kernels, slots, and hyper rows
-    (one device array per dtype, written with one copy per step). `grad_of(record)` is where
-    each Param's gradient is in the list `launch` is given."""
+    """The update of a list of Params by one optimiser: per dtype, one kernel over all of its
+    Params and one device array of hyper-parameter rows (one per Param, written with one
+    copy per step). `grad_of(record)` is where each Param's gradient is in the list `launch`
+    is given."""
 
     def __init__(self, runtime, opt_mirror: DeviceSlots, records, grad_of):
         self.mirror, self.runtime = opt_mirror, runtime
-        names = hyper_names(opt_mirror.opt)
+        n_hyper = len(hyper_names(opt_mirror.opt))
         floating = [rec for rec in records if rec.param.dtype.kind == "f"]
-        dtypes = sorted({rec.param.dtype for rec in floating}, key=str)
+        self.groups = []
         with runtime.on_device():
-            self.rows = {d: runtime.xp.zeros((sum(1 for r in floating if r.param.dtype == d),
-                                              len(names)), d) for d in dtypes}
             self.ok = runtime.xp.ones((), np.bool_)
-        used = dict.fromkeys(dtypes, 0)
-        self.entries = []
-        for rec in floating:
-            dtype = rec.param.dtype
-            row, used[dtype] = used[dtype], used[dtype] + 1
-            hyper = [self.rows[dtype][row, k, ...] for k in range(len(names))]   # 0-d views
-            self.entries.append(_Entry(rec, opt_mirror.update_for(rec.param),
-                                       opt_mirror.slots(rec.param, rec.array),
-                                       opt_mirror.is_counter, hyper, row, grad_of(rec)))
+            for dtype in sorted({rec.param.dtype for rec in floating}, key=str):
+                entries = [_Entry(rec, opt_mirror.slots(rec.param, rec.array),
+                                  opt_mirror.is_counter, grad_of(rec))
+                           for rec in floating if rec.param.dtype == dtype]
+                rows = runtime.xp.zeros((len(entries), n_hyper), dtype)
+                self.groups.append((opt_mirror.update_for(dtype), entries, rows))
 
     def set_hyper(self) -> None:
-        """The hyper-parameters of this step, one host-to-device copy per dtype."""
-        opt = self.mirror.opt
-        host = {dtype: np.zeros(rows.shape, dtype) for dtype, rows in self.rows.items()}
-        for e in self.entries:
-            host[e.record.param.dtype][e.row] = hyper_values(
-                opt, self.mirror.counter_of(e.slots) + 1)
-        for dtype, rows in self.rows.items():
-            write(self.runtime, rows, host[dtype])
+        """The hyper-parameters of this step (Adam's bias corrections are per Param)."""
+        opt, mirror = self.mirror.opt, self.mirror
+        for _, entries, rows in self.groups:
+            write(self.runtime, rows, np.array(
+                [hyper_values(opt, mirror.counter_of(e.slots) + 1) for e in entries],
+                rows.dtype))
 
     def launch(self, grads) -> None:
         """The update kernels, in stream order; `ok` decides on the device."""
-        for e in self.entries:
-            e.update(e.record.array, grads[e.grad], e.arrays, e.hyper, self.ok)
+        xp = self.runtime.xp
+        for update, entries, rows in self.groups:
+            update([e.record.array for e in entries],
+                   [_contiguous(xp, grads[e.grad]) for e in entries],
+                   [e.arrays for e in entries], rows, self.ok)
 
     def counted(self) -> None:
-        self.mirror.stepped_counters([e.slots for e in self.entries])
+        self.mirror.stepped_counters([e.slots for _, entries, _ in self.groups
+                                      for e in entries])
 
 
 class Trainer:

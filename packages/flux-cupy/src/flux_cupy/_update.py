@@ -1,8 +1,9 @@
 """The optimiser's update on the GPU: the optimiser's own `rule` (core's formula, written with
-operators) traced once per parameter shape into a flux graph and fused into one kernel that
-updates the parameter and its slots in place. The kernel also takes a flag, `ok`, computed on
-the GPU from the loss: a step whose loss is not finite changes nothing, without the host
-having to look at the loss first (so a whole training step can be one CUDA graph)."""
+operators) traced into a flux graph on 0-d values and fused into one kernel that updates
+every Param of one dtype and its slots in place, all Params at once (`MultiUpdate`: each
+thread finds its Param from a table of offsets). The kernel also takes a flag computed on the
+GPU from the loss: a step whose loss is not finite changes nothing, without the host having to
+look at the loss first (so a whole training step can be one CUDA graph)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,11 +12,12 @@ import flux
 from flux.backends import flatten_args, trace
 from flux.ir import Aval
 
+from ._codegen import multi_tensor_source, numpy_source
 from ._fusion import Group, schedule
-from ._kernels import kernel_for
-from ._plan import Plan
+from ._kernels import THREADS, MAX_BLOCKS
+from ._runtime import nvrtc_compile
 
-__all__ = ["Update", "hyper_names", "counters"]
+__all__ = ["MultiUpdate", "hyper_names", "counters"]
 
 
 def counters(opt) -> list[bool]:
@@ -37,15 +39,16 @@ def hyper_values(opt, t: int) -> list[float]:
     return [h[name] for name in hyper_names(opt)]
 
 
-class Update:
-    """The update of Params of one shape and dtype by `opt`: ``update(p, g, slots, hyper,
-    ok)`` on device arrays, `p` and the float slots written in place."""
+class MultiUpdate:
+    """The update of Params of one dtype by `opt` (see the module docstring): ``update(params,
+    grads, slots, hyper, flag)`` with lists of device arrays (one per Param; `slots` one list
+    per Param), `hyper` the (Params x hyper-parameters) device array and `flag` a 0-d bool."""
 
-    def __init__(self, opt, shape, dtype, runtime):
+    def __init__(self, opt, dtype, runtime):
         self.runtime = runtime
         is_counter = counters(opt)
         names = hyper_names(opt)
-        n_slots = sum(1 for c in is_counter if not c)
+        self.n_slots = n_slots = sum(1 for c in is_counter if not c)
 
         def update(p, g, *rest):
             slots, hyper, ok = rest[:n_slots], rest[n_slots:-1], rest[-1]
@@ -56,26 +59,54 @@ class Update:
             return (np.where(ok, p - step, p),
                     *(np.where(ok, n, s) for n, s in zip(new, slots)))
 
-        param = Aval(shape, dtype)
-        avals = [param, param] + [param] * n_slots + [Aval((), dtype)] * len(names) + [
-            Aval((), np.bool_)]
+        scalar = Aval((), dtype)
+        avals = [scalar] * (2 + n_slots + len(names)) + [Aval((), np.bool_)]
         _, tree = flatten_args(tuple(range(len(avals))))
-        self.graph = graph = trace(flux.net(update), avals, tree)
+        graph = trace(flux.net(update), avals, tree)
         steps = schedule(graph)
-        self.kernel = None
-        if len(steps) == 1 and isinstance(steps[0], Group) and len(steps[0].outputs) == len(
-                graph.outputs) and all(a is b for a, b in zip(steps[0].outputs, graph.outputs)):
-            group = steps[0]
-            self.kernel = kernel_for(group, runtime, restrict=False)
+        if not (len(steps) == 1 and isinstance(steps[0], Group)
+                and [id(v) for v in steps[0].outputs] == [id(v) for v in graph.outputs]):
+            raise TypeError(f"the cupy backend cannot fuse {type(opt).__name__}'s update for "
+                            f"{np.dtype(dtype)} Params")
+        group = steps[0]
+        self.n_arrays = 2 + n_slots
+        if runtime.standin:
+            source, env = numpy_source(group, "update", broadcast=False)
+            exec(compile(source, "<flux-cupy update>", "exec"), env)
             position = {id(v): i for i, v in enumerate(graph.inputs)}
-            self.order = [position[id(v)] for v in group.inputs]
-        else:                                  # (a dtype kernels do not handle)
-            self.plan = Plan(graph, runtime)
+            self._order = [position[id(v)] for v in group.inputs]
+            self._fn = env["update"]
+        self.cuda = multi_tensor_source(group, graph, self.n_arrays, "flux_update")
+        if runtime.check_kernels:
+            nvrtc_compile(self.cuda, "flux_update")
+        if not runtime.standin:
+            self._raw = runtime.xp.RawKernel(self.cuda, "flux_update", options=("-std=c++17",))
+        self._tables: dict = {}
 
-    def __call__(self, p, g, slots, hyper, ok) -> None:
-        args = [p, g, *slots, *hyper, ok]
-        if self.kernel is not None:
-            self.kernel([args[i] for i in self.order], [p, *slots])
-        else:
-            for target, value in zip([p, *slots], self.plan.run(args, [])):
-                self.runtime.xp.copyto(target, value)
+    def __call__(self, params, grads, slots, hyper, flag) -> None:
+        arrays = [params, grads] + [[s[k] for s in slots] for k in range(self.n_slots)]
+        if self.runtime.standin:
+            for i, row in enumerate(zip(*arrays)):
+                args = [*row, *(hyper[i, k, ...] for k in range(hyper.shape[1])), flag]
+                targets = [row[0], *row[2:]]
+                for target, value in zip(targets, self._fn(*(args[j] for j in self._order))):
+                    np.copyto(target, value, casting="unsafe")
+            return
+        tables, offsets, total = self._table(arrays)
+        if total:
+            grid = (max(1, min(MAX_BLOCKS, -(-total // THREADS))),)
+            self._raw(grid, (THREADS,), (*tables, offsets, hyper, flag, np.int32(len(params))))
+
+    def _table(self, arrays):
+        """The device tables of the arrays' pointers and offsets (made again only when an
+        array moved: the Params' and the plan's buffers do not)."""
+        key = tuple(a.data.ptr for column in arrays for a in column)
+        found = self._tables.get(key)
+        if found is None:
+            xp = self.runtime.xp
+            sizes = [a.size for a in arrays[0]]
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            tables = [xp.asarray(np.array([a.data.ptr for a in column], np.uint64))
+                      for column in arrays]
+            found = self._tables[key] = (tables, xp.asarray(offsets), int(offsets[-1]))
+        return found
