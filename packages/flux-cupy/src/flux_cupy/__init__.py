@@ -10,9 +10,9 @@ Each graph is planned once per input signature: chains of elementwise primitives
 gradients) become single generated CUDA kernels, matmuls go to cuBLAS and reductions to
 CuPy's, intermediates are allocated once per plan; a training step with SGD, Momentum or ADAM
 ends in one fused update kernel for all parameters (per dtype) and runs as one CUDA graph
-after its first call. Options: ``device`` (a GPU number or ``"gpu:1"``), ``cuda_graphs`` (default True) and
-``standin`` (True: run on NumPy instead of CuPy, a testing aid, also set by the environment
-variable ``FLUX_CUPY_STANDIN=numpy``; see `flux_cupy._runtime`).
+after its first call. Options: ``device`` (a GPU number or ``"gpu:1"``), ``cuda_graphs``
+(default True) and ``standin`` (True: run on NumPy instead of CuPy, a testing aid, also set by
+the environment variable ``FLUX_CUPY_STANDIN=numpy``; see `flux_cupy._runtime`).
 
 flux-core finds this backend through the ``flux`` entry-point group; importing it imports no
 CuPy (compiling a model does, and says what is missing).

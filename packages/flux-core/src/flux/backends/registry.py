@@ -20,6 +20,13 @@ __all__ = ["backends", "compile", "PluginError", "PluginWarning", "KNOWN_BACKEND
 KNOWN_BACKENDS = {"numpy": "flux-core", "mxnet": "flux-mxnet", "tf": "flux-tf", "cupy": "flux-cupy"}
 """Backends this project ships, and the distribution to install for each."""
 
+SAFE_INSTALL = (
+    "pip install {package} from this repository's wheels, never by bare name from a package "
+    "index (PyPI's flux-core is an unrelated project): pip wheel --no-deps -w WHEELS "
+    "packages/flux-core packages/{package}, then pip install --no-index --find-links WHEELS "
+    "{package}==0.1.0 (or pip install -e packages/{package} in a checkout)")
+"""How to install one of this project's backends safely (the README says the same)."""
+
 
 class PluginError(FluxError):
     """A backend plugin failed to load (raised only with FLUX_STRICT_PLUGINS=1)."""
@@ -97,7 +104,7 @@ class Registry:
         if backend is None:
             installed = ", ".join(found) or "none"
             package = KNOWN_BACKENDS.get(name)
-            hint = (f"pip install {package}" if package
+            hint = (SAFE_INSTALL.format(package=package) if package
                     else f"install the plugin that provides it (a package with an entry point "
                          f"named {name!r} in the 'flux' group)")
             raise BackendNotInstalled(f"the backend {name!r} is not installed: {hint}. "
