@@ -254,3 +254,25 @@ def test_import_flux_with_a_broken_plugin_installed(tmp_path):
     strict = run_python("import flux; print(flux.backends())", site, FLUX_STRICT_PLUGINS="1")
     assert strict.returncode != 0
     assert "PluginError" in strict.stderr and "broken_import" in strict.stderr
+
+
+EXITS = ("flux-exits", {"exits": "fluxtest_exits"})
+BAD_NAMES = ("flux-bad-names", {"bad_names": "fluxtest_bad_names"})
+STRING_HOOK = ("flux-string-hook", {"string_hook": "fluxtest_string_hook"})
+
+
+@pytest.mark.parametrize("plugin, what", [(EXITS, "refuses to load"),
+                                          (BAD_NAMES, "name is not a non-empty string"),
+                                          (STRING_HOOK, "other than a list")],
+                         ids=["sys.exit", "non-string name", "string from the hook"])
+def test_a_broken_plugin_costs_one_warning_and_nothing_else(install, plugin, what):
+    """Exiting at import, a backend named by a list, a hook returning a string: one
+    PluginWarning each, and the NumPy backend (and getattr(flux, ...)) work as ever."""
+    install(*plugin)
+    with pytest.warns(flux.PluginWarning, match=what) as warned:
+        names = flux.backends()
+    assert len([w for w in warned if issubclass(w.category, flux.PluginWarning)]) == 1
+    assert names[0] == "numpy" and all(isinstance(n, str) for n in names)
+    assert getattr(flux, "exits", None) is None
+    np.testing.assert_allclose(flux.compile(mlp(), "numpy")(np.ones((2, 3))),
+                               mlp()(np.ones((2, 3))), rtol=1e-6)

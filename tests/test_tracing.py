@@ -285,7 +285,7 @@ NUMPY_CASES = {
     "np.where": (lambda x, W: np.where(x > 0, x, 0.1 * x), "where"),
     "np.where scalar": (lambda x, W: np.where(x > 0, 1.0, -1.0) * x, "where"),
     "np.stack": (lambda x, W: np.stack([x, -x], axis=1), "concatenate"),
-    "np.clip": (lambda x, W: np.clip(x, -0.5, 0.5), "max"),
+    "np.clip": (lambda x, W: np.clip(x, -0.5, 0.5), "where"),
     "np.square": (lambda x, W: np.square(x), "mul"),
     "np.abs": (lambda x, W: np.abs(x), "abs"),
     "np.expand_dims": (lambda x, W: np.expand_dims(x, 0) + 1, "reshape"),

@@ -7,6 +7,7 @@ gradients into Params. A backend only lowers shaped graphs to functions of flat 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 
@@ -23,7 +24,12 @@ from flux.model.walk import params
 from flux.transforms.autodiff import vjp
 from flux.transforms.carry import CarryBook
 
-__all__ = ["Compiled", "as_input_array", "accumulate"]
+__all__ = ["Compiled", "as_input_array", "accumulate", "MAX_SIGNATURES"]
+
+MAX_SIGNATURES = 32
+"""How many input signatures (and training steps) a compiled model keeps planned at once:
+calling it with more distinct shapes drops the least recently used (traced again if it
+comes back), so memory stays bounded, while the shapes in use are never traced twice."""
 
 
 def as_input_array(value, dtype, where: str) -> np.ndarray:
@@ -71,7 +77,7 @@ class Compiled:
         self.backend = backend
         self.options = dict(options or {})
         self.carry = CarryBook(self)
-        self._entries: dict = {}
+        self._entries: OrderedDict = OrderedDict()   # signature -> _Entry / TrainingStep (LRU)
         self._fast: dict = {}
         self._structure = -1        # the structure_version the caches were built for
         self._dtype = None
@@ -132,7 +138,7 @@ class Compiled:
         raw, tree = flatten_args(args)
         leaves = [self.input_array(v, f"input {i}") for i, v in enumerate(raw)]
         key = (tree, tuple((x.shape, x.dtype) for x in leaves), self.carry.key())
-        entry = self._entries.get(key)
+        entry = self._cached(key)
         if entry is None:
             try:
                 graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
@@ -141,10 +147,28 @@ class Compiled:
                 self._name_backend(error)
                 raise
             self.carry.learn(graph)
-            entry = self._entries[key] = _Entry(graph, self.lower(graph))
+            entry = self._cache(key, _Entry(graph, self.lower(graph)))
             if len(leaves) == 1 and tree == _ONE_ARG and not (graph.carry_in or graph.carry_out):
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
+
+    def _cached(self, key):
+        """The entry for a signature, if it is cached (it becomes the most recently used)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def _cache(self, key, entry):
+        """Keep `entry` for its signature; beyond `MAX_SIGNATURES` the least recently used
+        one (its graphs, its backend function and their buffers) is dropped."""
+        self._entries[key] = entry
+        while len(self._entries) > MAX_SIGNATURES:
+            _, old = self._entries.popitem(last=False)
+            for fast, value in list(self._fast.items()):
+                if value is old:
+                    del self._fast[fast]
+        return entry
 
     def _name_backend(self, error: TraceError) -> None:
         """Name the backend being compiled for in the first line of `error`."""
@@ -239,10 +263,10 @@ class Compiled:
         raw, tree = flatten_args((x, y))
         leaves = [self.input_array(v, f"input {i}") for i, v in enumerate(raw)]
         key = (loss, tree, tuple((a.shape, a.dtype) for a in leaves), self.carry.key())
-        step = self._entries.get(key)
+        step = self._cached(key)
         if step is None:
             try:
-                step = self._entries[key] = TrainingStep(self, loss, leaves, tree)
+                step = self._cache(key, TrainingStep(self, loss, leaves, tree))
             except TraceError as error:
                 self._name_backend(error)
                 raise

@@ -70,19 +70,24 @@ class Registry:
             try:
                 plugin = ep.load()
                 manager.register(plugin, name=ep.name)
-            except Exception as error:  # a broken plugin must not break flux
+            except (Exception, SystemExit) as error:  # a broken plugin must not break flux
                 _failed(ep.name, f"({ep.value}) failed to load", error)
         found: dict = {}
         for impl in manager.hook.flux_backends.get_hookimpls():
             try:
-                provided = list(impl.function())
-            except Exception as error:
+                provided = impl.function()
+            except (Exception, SystemExit) as error:
                 _failed(impl.plugin_name, "raised in flux_backends()", error)
                 continue
+            if not isinstance(provided, (list, tuple)):
+                _failed(impl.plugin_name, "returned something other than a list of backends "
+                        "from flux_backends()", TypeError(f"{provided!r:.60}"))
+                continue
             for backend in provided:
-                if not getattr(backend, "name", None):
-                    _failed(impl.plugin_name, "provided a backend without a name",
-                            TypeError(repr(backend)))
+                name = getattr(backend, "name", None)
+                if not isinstance(name, str) or not name:
+                    _failed(impl.plugin_name, "provided a backend whose name is not a "
+                            "non-empty string", TypeError(f"{backend!r:.60}: name {name!r:.40}"))
                 elif backend.name in found:
                     _failed(impl.plugin_name, f"provides backend {backend.name!r}, which "
                             f"{found[backend.name].package or 'another plugin'} provides already",

@@ -120,6 +120,9 @@ def _check_arity(model, args, what: str) -> None:
         count = (f"{len(needed)}" if len(needed) == len(positional)
                  else f"{len(needed)} to {len(positional)}")
         name = model._name if isinstance(model, FunctionModel) else type(model).__name__
+        hint = (f": pass example inputs (arrays) or their shapes, e.g. flux.{what}(model, "
+                f"(32, 10)) for a batch of 32 points of 10 features" if not args else "")
         raise FluxTypeError(f"{what}: {name} "
                             f"takes {count} input{'s' if len(positional) != 1 else ''} "
-                            f"({', '.join(p.name for p in positional)}), given {len(args)}")
+                            f"({', '.join(p.name for p in positional)}), given {len(args)}"
+                            f"{hint}")

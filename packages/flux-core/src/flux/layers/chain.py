@@ -1,6 +1,7 @@
 """Chain: models called in sequence, the output of each the input of the next."""
 from __future__ import annotations
 
+from flux.errors import FluxTypeError
 from flux.model.net import net, _short_repr
 
 
@@ -19,6 +20,12 @@ class Chain:
     layers: tuple
 
     def __init__(self, *layers):
+        for i, layer in enumerate(layers):
+            if not callable(layer):
+                hint = (f"; pass the layers themselves, Chain(*{type(layer).__name__}) or "
+                        f"Chain(a, b, ...)" if isinstance(layer, (list, tuple)) else "")
+                raise FluxTypeError(f"Chain: link {i} is a {type(layer).__name__}, not a model "
+                                    f"or function{hint}")
         self.layers = tuple(layers)
 
     def __call__(self, x):

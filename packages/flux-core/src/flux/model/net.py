@@ -9,6 +9,7 @@ executor, so a model's direct call and every backend run the very same graph.
 from __future__ import annotations
 
 import inspect
+import numbers
 import sys
 
 import numpy as np
@@ -121,16 +122,19 @@ def _net_class(cls):
     if forward is None or forward is object.__call__:
         raise FluxTypeError(f"@net class {cls.__name__} needs a forward function: define "
                         f"`def __call__(self, x): ...`")
-    fields, states = [], []
+    fields, states, param_fields = [], [], []
     for klass in reversed(cls.__mro__):
         for name, annotation in getattr(klass, "__annotations__", {}).items():
             if not name.startswith("_") and name not in fields:
                 fields.append(name)
                 if annotation is State or annotation == "State" or annotation == "flux.State":
                     states.append(name)
+                if annotation is Param or annotation in ("Param", "flux.Param"):
+                    param_fields.append(name)
     cls.__flux_model__ = True
     cls.__flux_fields__ = tuple(fields)
     cls.__flux_states__ = tuple(states)
+    cls.__flux_param_fields__ = tuple(param_fields)
     cls.__flux_forward__ = forward
     for name in states:
         default = cls.__dict__.get(name)
@@ -159,10 +163,18 @@ def _net_class(cls):
     return cls
 
 
+SIZE_FOR_PARAM = (
+    "{cls}: the field {field} is a Param, but the generated field-wise constructor was given "
+    "the number {value}; it takes the arrays themselves ({cls}(W_array, b_array, ...)). To "
+    "build a {cls} from sizes, write an __init__ that makes the Params (as flux.Affine does: "
+    "self.{field} = flux.param(flux.initn(...)))")
+
+
 def _fieldwise_init(cls, fields):
     defaults = {f: cls.__dict__[f] for f in fields if f in cls.__dict__}
     defaults.update(getattr(cls, "__flux_state_defaults__", {}))
     states = set(cls.__flux_states__)
+    param_fields = set(cls.__flux_param_fields__)
 
     def __init__(self, *args, **kwargs):
         if len(args) > len(fields):
@@ -182,6 +194,9 @@ def _fieldwise_init(cls, fields):
                     raise FluxTypeError(f"{cls.__name__} is missing field {f!r}")
                 values[f] = defaults[f]
             value = values[f]
+            if f in param_fields and isinstance(value, numbers.Integral):
+                raise FluxTypeError(SIZE_FOR_PARAM.format(cls=cls.__name__, field=f,
+                                                          value=value))
             if f in states:   # an initial state: kept as given (a Param makes it trainable)
                 setattr(self, f, np.asarray(value) if isinstance(value, list) else value)
             else:

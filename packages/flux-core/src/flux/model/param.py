@@ -155,8 +155,13 @@ class Param:
         return len(self._array)
 
     def __array__(self, dtype=None, copy=None):
+        """The array itself (``np.asarray(p)``: writing into it changes the Param), or a copy
+        when NumPy asks for one (``np.array(p)``, ``copy=True``: a snapshot) or for another
+        dtype."""
         if dtype is not None and np.dtype(dtype) != self._array.dtype:
             return self._value.astype(dtype)
+        if copy:
+            return self._value.copy()
         return self.value
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):

@@ -259,10 +259,12 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
     _no_out(out, "clip")
     a_min = kwargs.get("min", a_min)
     a_max = kwargs.get("max", a_max)
+    # written with where, not maximum/minimum: at exactly a bound the gradient passes
+    # through (1), as for PyTorch's clamp and TensorFlow's clip_by_value (max/min split ties)
     if a_min is not None:
-        x = maximum(x, a_min)
+        x = where(less(x, a_min), a_min, x)
     if a_max is not None:
-        x = minimum(x, a_max)
+        x = where(greater(x, a_max), a_max, x)
     return x
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import sys
 import time
 
@@ -9,7 +11,7 @@ import time
 from flux.train import checkpoint as _checkpoint
 from flux.backends.compiled import Compiled
 from flux.backends.eager import compiled_of
-from flux.errors import FluxError, FluxValueError
+from flux.errors import FluxError, FluxTypeError, FluxValueError
 from flux.ops.losses import mse
 from flux.model.walk import is_model
 from flux.train.optimisers import SGD, as_optimiser
@@ -72,7 +74,8 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
     compiled = compiled_of(model)
     target = compiled.model
     opt = SGD(0.1) if opt is None else as_optimiser(opt)
-    callbacks = [cb] if callable(cb) else list(cb or ())
+    callbacks = _callbacks(cb)
+    _check_arguments(data, loss, epochs, checkpoint, every)
     if epochs > 1 and iter(data) is data:
         raise FluxError("train: `data` is a one-shot iterator but epochs > 1; pass a list (or "
                         "another re-iterable collection) of (x, y) pairs")
@@ -112,6 +115,43 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
         if bar is not None:
             bar.end()
     return at.history
+
+
+def _callbacks(cb) -> list:
+    callbacks = [cb] if callable(cb) else cb
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise FluxTypeError(f"train: cb= takes a callable or a list of callables, found "
+                            f"{type(cb).__name__}")
+    callbacks = list(callbacks)
+    for i, f in enumerate(callbacks):
+        if not callable(f):
+            raise FluxTypeError(f"train: callback {i} in cb= is {type(f).__name__} "
+                                f"{f!r:.40}, not a callable")
+    return callbacks
+
+
+def _check_arguments(data, loss, epochs, checkpoint, every) -> None:
+    """What `train` is given, checked before anything is computed."""
+    if data is None or isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise FluxTypeError(f"train: `data` is an iterable of (x, y) pairs, found "
+                            f"{type(data).__name__}")
+    if isinstance(loss, str):
+        raise FluxTypeError(f"train: loss= takes a function such as flux.{loss} (not the string "
+                            f"{loss!r})" if loss in ("mse", "crossentropy", "logitcrossentropy")
+                            else f"train: loss= takes a function, not the string {loss!r}")
+    if not callable(loss):
+        raise FluxTypeError(f"train: loss= takes a function loss(ŷ, y), found "
+                            f"{type(loss).__name__}")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        raise FluxValueError(f"train: epochs= is a whole number ≥ 0, found {epochs!r}")
+    if every is not None and checkpoint is None:
+        raise FluxValueError("train: every= says how often to write checkpoint=, which is not "
+                             "given")
+    if checkpoint is not None:
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(folder):
+            raise FluxValueError(f"train: checkpoint={os.fspath(checkpoint)!r}: the folder "
+                                 f"{folder} does not exist")
 
 
 class _Progress:

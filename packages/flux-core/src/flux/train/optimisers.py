@@ -6,6 +6,7 @@ Each optimiser's formula is written once, in `rule`, with arithmetic operators o
 backend's own tensors (flux-tf runs it on TF variables inside its training function)."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -132,7 +133,7 @@ class SGD(Optimiser):
     """
 
     def __init__(self, lr: float = 0.1):
-        self.lr = lr
+        self.lr = hyperparameter("SGD", "lr", lr, low=0)
 
     def hyper(self) -> dict:
         return {"lr": self.lr}
@@ -140,13 +141,12 @@ class SGD(Optimiser):
     def rule(self, g, slots: tuple, h: dict, sqrt=np.sqrt):
         return g * h["lr"], ()
 
-    def deltas(self, params, grads):
-        lr = self.lr
-        return [np.multiply(g, lr, dtype=p.dtype) for p, g in zip(params, grads)], _nothing
-
     def apply(self, params, grads) -> None:
         """p ← p − η g, scaling each gradient array in place when it is writable (gradients
-        handed to an optimiser are consumed: `update` clears them afterwards)."""
+        handed to an optimiser are consumed: `update` clears them afterwards). A subclass that
+        overrides `deltas` or `rule` gets the general path, which uses them."""
+        if type(self).deltas is not Optimiser.deltas or type(self).rule is not SGD.rule:
+            return super().apply(params, grads)
         lr = self.lr
         for p, g in zip(params, grads):
             value = p._value
@@ -168,7 +168,8 @@ class Momentum(Optimiser):
     """Gradient descent with momentum: v ← ρ v + η ∇p, p ← p − v."""
 
     def __init__(self, lr: float = 0.01, rho: float = 0.9):
-        self.lr, self.rho = lr, rho
+        self.lr = hyperparameter("Momentum", "lr", lr, low=0)
+        self.rho = hyperparameter("Momentum", "rho", rho, low=0, high=1)
         self.state = {}
 
     slot_names = ("v",)
@@ -205,7 +206,10 @@ class ADAM(Optimiser):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8):
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.lr = hyperparameter("ADAM", "lr", lr, low=0)
+        self.beta1 = hyperparameter("ADAM", "beta1", beta1, low=0, high=1)
+        self.beta2 = hyperparameter("ADAM", "beta2", beta2, low=0, high=1)
+        self.eps = hyperparameter("ADAM", "eps", eps, low=0, low_open=True)
         self.state = {}
 
     slot_names = ("m", "v", "t")
@@ -266,8 +270,20 @@ class ADAM(Optimiser):
         return f"ADAM({self.lr}, {self.beta1}, {self.beta2}, {self.eps})"
 
 
-def _nothing() -> None:
-    return None
+def hyperparameter(opt: str, name: str, value, low=None, high=None, low_open=False) -> float:
+    """`value` as a float, checked as PyTorch's optimisers check theirs: a real number (not a
+    string, not a bool) with ``low ≤ value < high`` (``low < value`` if `low_open`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FluxTypeError(f"{opt}: {name} must be a number, found {type(value).__name__} "
+                            f"{value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and (value <= low if low_open
+                                                          else value < low)) \
+            or (high is not None and value >= high):
+        bounds = (f"> {low}" if low_open else f"≥ {low}") if high is None else \
+            f"in [{low}, {high})"
+        raise FluxValueError(f"{opt}: {name} must be {bounds}, found {value!r}")
+    return value
 
 
 def _state(states: dict, p, initial):

@@ -79,7 +79,10 @@ def _start(owner, variables, batch) -> dict:
                 this = "a single sequence" if batch is None else f"a batch of {batch}"
                 raise ShapeError(
                     f"the hidden state {v.path} carried from the previous call has shape "
-                    f"{tuple(value.shape)}, but this input ({this}) needs {wanted}; call "
+                    f"{tuple(value.shape)}, but this input ({this}) needs {wanted}. A "
+                    f"stateful unrolled model continues each call from the last one's state: "
+                    f"for batches that do not continue the previous ones (shuffled batches, a "
+                    f"smaller last batch) unroll with stateful=False, or call "
                     f"flux.reset(model) to start again from the initial state")
             history[v.key] = [value]
     for v in variables:

@@ -1,0 +1,167 @@
+"""Everyday use without surprises (issue 14): what users get wrong is refused up front with an
+error that says what to do, and what users of PyTorch and Keras expect works."""
+import numpy as np
+import pytest
+
+import flux
+from flux import Affine, Chain, relu, softmax
+
+
+def tlp():
+    flux.seed(0)
+    return Chain(Affine(4, 8), relu, Affine(8, 3))
+
+
+X = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+LABELS = np.array([0, 1, 2, 0, 1, 2])
+Y = np.eye(3, dtype=np.float32)[LABELS]
+
+
+# -- train and the optimisers validate what they are given --------------------------------------
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"data": None}, flux.FluxTypeError, "iterable of \\(x, y\\) pairs"),
+    ({"loss": None}, flux.FluxTypeError, "loss= takes a function"),
+    ({"loss": "mse"}, flux.FluxTypeError, "flux.mse"),
+    ({"epochs": 2.5}, flux.FluxValueError, "whole number"),
+    ({"epochs": -1}, flux.FluxValueError, "whole number"),
+    ({"cb": [print, 3]}, flux.FluxTypeError, "callback 1"),
+    ({"cb": "print"}, flux.FluxTypeError, "cb= takes a callable"),
+    ({"every": 2}, flux.FluxValueError, "checkpoint="),
+    ({"checkpoint": "/nonexistent-folder/run.ckpt"}, flux.FluxValueError,
+     "/nonexistent-folder does not exist"),
+])
+def test_train_refuses_nonsense_before_any_update(kwargs, error, message):
+    model = tlp()
+    before = {n: np.array(p.value) for n, p in flux.params(model).items()}
+    arguments = {"data": [(X, Y)] * 3, "loss": flux.mse, **kwargs}
+    with pytest.raises(error, match=message):
+        flux.train(model, arguments.pop("data"), **arguments)
+    for name, p in flux.params(model).items():
+        np.testing.assert_array_equal(p.value, before[name])
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: flux.SGD("0.1"), flux.FluxTypeError, "lr must be a number"),
+    (lambda: flux.SGD(-0.1), flux.FluxValueError, "lr must be ≥ 0"),
+    (lambda: flux.SGD(float("nan")), flux.FluxValueError, "lr"),
+    (lambda: flux.Momentum(0.1, rho=1), flux.FluxValueError, "rho must be in \\[0, 1\\)"),
+    (lambda: flux.ADAM(beta1=1), flux.FluxValueError, "beta1 must be in \\[0, 1\\)"),
+    (lambda: flux.ADAM(beta2=-0.5), flux.FluxValueError, "beta2"),
+    (lambda: flux.ADAM(eps=0), flux.FluxValueError, "eps must be > 0"),
+    (lambda: flux.ADAM(lr=True), flux.FluxTypeError, "lr must be a number"),
+])
+def test_optimisers_check_their_hyperparameters_as_pytorch_does(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_overriding_deltas_or_rule_of_sgd_is_what_train_runs():
+    class Halved(flux.SGD):
+        def deltas(self, params, grads):
+            steps, commit = super().deltas(params, grads)
+            return [s / 2 for s in steps], commit
+
+    class HalvedRule(flux.SGD):
+        def rule(self, g, slots, h, sqrt=np.sqrt):
+            return g * (h["lr"] / 2), ()
+
+    reference = tlp()
+    flux.train(reference, [(X, Y)], loss=flux.mse, opt=flux.SGD(0.05))
+    for opt in (Halved(0.1), HalvedRule(0.1)):
+        model = tlp()
+        flux.train(model, [(X, Y)], loss=flux.mse, opt=opt)
+        for p, q in zip(flux.params(model).values(), flux.params(reference).values()):
+            np.testing.assert_allclose(p.value, q.value, rtol=1e-6)
+
+
+# -- losses, back, clip ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", [flux.crossentropy, flux.logitcrossentropy])
+def test_losses_take_class_indices_as_pytorch_does(loss):
+    z = tlp()(X)
+    ŷ = softmax(z) if loss is flux.crossentropy else z
+    assert float(loss(ŷ, LABELS)) == pytest.approx(float(loss(ŷ, Y)), rel=1e-6)
+    assert float(loss(ŷ[0], LABELS[0])) == pytest.approx(float(loss(ŷ[0], Y[0])), rel=1e-6)
+    a, b = tlp(), tlp()
+    with_labels = flux.train(a, [(X, LABELS)] * 3, loss=flux.logitcrossentropy)
+    with_onehot = flux.train(b, [(X, Y)] * 3, loss=flux.logitcrossentropy)
+    assert with_labels == pytest.approx(with_onehot, rel=1e-6)
+
+
+def test_back_works_on_a_plain_function():
+    """A plain function is a model with no parameters (the seed), `flux.back` included."""
+    ŷ, y = np.array([1.0, 2.0]), np.array([0.0, 0.0])
+    dŷ, dy = flux.back(flux.mse, np.float64(-1), ŷ, y)
+    np.testing.assert_allclose(dŷ, -(ŷ - y))          # d mse/dŷ = (ŷ − y) for 2 elements
+    np.testing.assert_allclose(dy, ŷ - y)
+    (dx,) = flux.back(np.tanh, np.ones(3), np.zeros(3))
+    np.testing.assert_allclose(dx, np.ones(3))
+
+
+def test_clip_passes_the_gradient_through_at_its_bounds():
+    """As PyTorch's clamp and TensorFlow's clip_by_value: 1 inside and at the bounds."""
+    clipped = flux.net(lambda x: np.clip(x, 0.0, 1.0))
+    (dx,) = flux.back(clipped, np.ones(5), np.array([-1.0, 0.0, 0.5, 1.0, 2.0]))
+    np.testing.assert_array_equal(dx, [0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(clipped(np.array([np.nan, -3.0, 3.0])),
+                                  np.clip(np.array([np.nan, -3.0, 3.0]), 0, 1))
+
+
+# -- constructors and arrays -------------------------------------------------------------------
+
+
+def test_a_chain_of_a_list_says_to_pass_the_layers():
+    with pytest.raises(flux.FluxTypeError, match="pass the layers themselves"):
+        Chain([Affine(2, 3), relu])
+
+
+def test_a_fieldwise_constructor_given_sizes_says_to_write_an_init():
+    @flux.net
+    class Dense:
+        W: flux.Param
+        b: flux.Param
+
+        def __call__(self, x):
+            return x @ self.W + self.b
+
+    with pytest.raises(flux.FluxTypeError, match="write an __init__"):
+        Dense(64, 64)
+
+
+def test_summary_without_an_input_shape_says_to_pass_one():
+    with pytest.raises(flux.FluxTypeError, match="pass example inputs .* or their shapes"):
+        flux.summary(tlp())
+
+
+def test_np_array_of_a_param_is_a_snapshot_and_np_asarray_the_array():
+    p = flux.param(np.zeros(3))
+    snapshot, alias = np.array(p), np.asarray(p)
+    p.value[...] = 1
+    np.testing.assert_array_equal(snapshot, 0)
+    np.testing.assert_array_equal(alias, 1)
+
+
+# -- the compile cache, stateful unrolling, plugins ----------------------------------------------
+
+
+def test_the_compile_cache_is_bounded_and_keeps_the_shapes_in_use():
+    from flux.backends.compiled import MAX_SIGNATURES
+    model = tlp()
+    compiled = flux.compile(model)
+    for n in range(1, MAX_SIGNATURES + 20):
+        compiled(np.zeros((n, 4), np.float32))
+        compiled(np.zeros((1, 4), np.float32))          # in use all along
+    assert len(compiled._entries) <= MAX_SIGNATURES
+    graph = compiled.graph(np.zeros((1, 4), np.float32))
+    compiled(np.zeros((1, 4), np.float32))
+    assert compiled.graph(np.zeros((1, 4), np.float32)) is graph   # not traced again
+
+
+def test_a_stateful_unroll_on_a_smaller_batch_says_what_to_do():
+    flux.seed(0)
+    model = flux.unroll(flux.LSTM(2, 3), 4)
+    model(np.zeros((8, 4, 2), np.float32))
+    with pytest.raises(flux.ShapeError, match="stateful=False.*flux.reset"):
+        model(np.zeros((5, 4, 2), np.float32))
