@@ -51,22 +51,59 @@ def write(path, model, opt, progress: Progress) -> None:
 
 def restore(path, model, opt) -> Progress:
     """Check the checkpoint at `path` against `model` and `opt`, then restore parameters,
-    optimiser state and the random generator; returns the progress to continue from."""
+    optimiser state and the random generator; returns the progress to continue from. Every
+    part is checked before anything changes: a damaged checkpoint is a FluxValueError naming
+    `path`, and the model, the optimiser and flux's random state are left as they were."""
     ps = params(model)
     values, meta = read_checked(path, ps, KIND, prefix="param/", extra_prefixes=("opt/",))
-    saved = meta["optimiser"]
-    if saved["type"] != type(opt).__name__ or saved["settings"] != opt.settings():
+    try:
+        saved, progress, rng_state = meta["optimiser"], meta["progress"], meta["rng"]
+        saved_type, settings = saved["type"], list(saved["settings"])
+        at = Progress(int(progress["epoch"]), int(progress["step"]), float(progress["total"]),
+                      int(progress["count"]), [math.nan if h is None else float(h)
+                                               for h in progress["history"]])
+        generator = np.random.default_rng()
+        generator.bit_generator.state = rng_state
+    except (KeyError, TypeError, ValueError) as error:
+        raise FluxValueError(f"{path}: its metadata is incomplete or damaged "
+                             f"({type(error).__name__}: {error})") from error
+    if saved_type != type(opt).__name__ or settings != opt.settings():
         raise FluxValueError(
-            f"{path} was written while training with {saved['type']}{tuple(saved['settings'])}; "
+            f"{path} was written while training with {saved_type}{tuple(settings)}; "
             f"resuming with {type(opt).__name__}{tuple(opt.settings())} would not continue the "
             f"same run")
     state = {k[len("opt/"):]: v for k, v in values.items() if k.startswith("opt/")}
+    _check_state(path, opt, ps, state)
     opt.load_state_arrays({name: p for name, p in ps.items()}, state)
     for name, p in ps.items():
         p.value[...] = values[name]
-    generator = np.random.default_rng()
-    generator.bit_generator.state = meta["rng"]
     _param._rng = generator
-    p = meta["progress"]
-    return Progress(p["epoch"], p["step"], p["total"], p["count"],
-                    [math.nan if h is None else h for h in p["history"]])
+    return at
+
+
+def _check_state(path, opt, ps: dict, state: dict) -> None:
+    """The optimiser entries of a checkpoint: each ``<param path>/<slot>`` names a Param and
+    one of the optimiser's slots, every Param that has one has them all, and each holds what
+    that slot holds (the Param's shape and dtype, or a whole number for a step counter)."""
+    kinds = dict(zip(opt.slot_names, opt.initial_slots()))
+    seen: dict[str, set] = {}
+    for key, value in state.items():
+        name, _, slot = key.rpartition("/")
+        if name not in ps or slot not in kinds:
+            raise FluxValueError(f"{path}: optimiser entry {key!r} names no Param or slot of "
+                                 f"{type(opt).__name__} (its slots: {list(kinds) or 'none'})")
+        p = ps[name]
+        if isinstance(kinds[slot], int):
+            ok = np.shape(value) == () and np.asarray(value).dtype.kind in "iu" and value >= 0
+        else:
+            ok = np.shape(value) == p.shape and np.asarray(value).dtype == p.dtype
+        if not ok:
+            raise FluxValueError(f"{path}: optimiser entry {key!r} has shape "
+                                 f"{np.shape(value)} and dtype {np.asarray(value).dtype}; the "
+                                 f"slot holds " + ("a step count" if isinstance(kinds[slot], int)
+                                                   else f"{p.shape} {p.dtype}"))
+        seen.setdefault(name, set()).add(slot)
+    for name, slots in seen.items():
+        if slots != set(kinds):
+            raise FluxValueError(f"{path}: the optimiser state of {name} lacks "
+                                 f"{', '.join(sorted(set(kinds) - slots))}")
