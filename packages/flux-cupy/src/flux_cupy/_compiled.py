@@ -118,7 +118,11 @@ class _Updates:
         floating = [rec for rec in records if rec.param.dtype.kind == "f"]
         self.groups = []
         with runtime.on_device():
-            self.ok = runtime.xp.ones((), np.bool_)
+            xp = runtime.xp
+            self.ok = xp.ones((), np.bool_)                 # the update is applied
+            self.grads_ok = xp.ones((), np.bool_)           # every gradient is finite
+            self.sums = xp.zeros(len(floating), np.float64)
+            self.finite = xp.zeros(len(floating), np.bool_)
             for dtype in sorted({rec.param.dtype for rec in floating}, key=str):
                 entries = [_Entry(rec, opt_mirror.slots(rec.param, rec.array),
                                   opt_mirror.is_counter, grad_of(rec))
@@ -133,6 +137,18 @@ class _Updates:
             write(self.runtime, rows, np.array(
                 [hyper_values(opt, mirror.counter_of(e.slots) + 1) for e in entries],
                 rows.dtype))
+
+    def check(self, loss, grads) -> None:
+        """`ok` and `grads_ok` on the device: the loss and every gradient finite (a gradient
+        is checked through its sum, in float64: NaN and ±inf reach it)."""
+        xp = self.runtime.xp
+        entries = [e for _, group, _ in self.groups for e in group]
+        for k, e in enumerate(entries):
+            xp.sum(grads[e.grad], dtype=np.float64, out=self.sums[k, ...])
+        xp.isfinite(self.sums, out=self.finite)
+        xp.all(self.finite, out=self.grads_ok)
+        xp.isfinite(loss, out=self.ok)
+        xp.logical_and(self.ok, self.grads_ok, out=self.ok)
 
     def launch(self, grads) -> None:
         """The update kernels, in stream order; `ok` decides on the device."""
@@ -172,8 +188,7 @@ class Trainer:
 
     def _step(self, inputs) -> list:
         outs = self.plan.run(inputs, [rec.array for rec in self.records])
-        xp = self.runtime.xp
-        xp.isfinite(outs[0], out=self.updates.ok)
+        self.updates.check(outs[0], outs)
         self.updates.launch(outs)
         return outs
 
@@ -195,12 +210,13 @@ class Trainer:
                 if self.use_graphs and self.calls == 1 and self.graph_error is None:
                     self._capture(device)
         value = float(runtime.to_host(outs[0]))
-        if math.isfinite(value):
+        grads_finite = bool(runtime.to_host(self.updates.grads_ok))
+        if math.isfinite(value) and grads_finite:
             self.updates.counted()
         carried = outs[1:1 + self.n_carried]
         carried = [o.copy() for o in carried] if native else [runtime.to_host(o)
                                                               for o in carried]
-        return value, carried
+        return value, carried, grads_finite
 
     def _capture(self, inputs) -> None:
         """Record the step as a CUDA graph on static input buffers (tried once; if CuPy

@@ -111,8 +111,9 @@ class Executable:
             raise mx_error(error, self.graph) from error
 
     def train(self, inputs, opt_mirror: OptimiserState) -> tuple:
-        """One training step: forward and backward, the loss read, and, if it is finite, the
-        update of `opt_mirror`'s optimiser. Returns the loss and the carried state."""
+        """One training step: forward and backward, the loss read, and, if it and every
+        gradient are finite, the update of `opt_mirror`'s optimiser. Returns the loss, the
+        carried state and whether the gradients were finite."""
         executor = self.executor
         try:
             self.feed(inputs)
@@ -122,9 +123,11 @@ class Executable:
             value = float(outs[0].asnumpy()[0])
             carried = [o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
                        for o, a in zip(outs[1:], self.out_avals[1:])]
-            if math.isfinite(value):
+            finite = not self.grads or bool(mx.nd.multi_all_finite(
+                *self.grads, num_arrays=len(self.grads)).asscalar())
+            if math.isfinite(value) and finite:
                 opt_mirror.update(self.trained, self.grads)
-            return value, carried
+            return value, carried, finite
         except mx.base.MXNetError as error:
             raise mx_error(error, self.graph) from error
 

@@ -229,8 +229,9 @@ class Trainer:
     The function runs the forward graph ``loss(model(x), y)`` (the step's objective, lowered
     like any other) under a `tf.GradientTape` watching the Params' variables, takes the
     gradients with TF's own autodiff, and applies the optimiser's update of the variables under
-    ``tf.cond(isfinite(loss))``. It returns the loss and the carried state (no gradient flows
-    through it); the new parameter values stay in the variables."""
+    ``tf.cond`` (the loss and every gradient finite). It returns the loss, the carried state
+    (no gradient flows through it) and whether the gradients were finite; the new parameter
+    values stay in the variables."""
 
     def __init__(self, compiled: TFCompiled, step, mirror: OptimiserVariables):
         graph = self.graph = step.objective
@@ -248,15 +249,17 @@ class Trainer:
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
             grads = [tf.convert_to_tensor(next(found)) if v.dtype.is_floating
                      else tf.zeros_like(v) for v in variables]
-            tf.cond(tf.math.is_finite(outs[0]), lambda: _then(mirror.update(slots, grads)),
-                    lambda: tf.constant(False))
-            return outs
+            grads_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                                          for g in grads if g.dtype.is_floating] or [True])
+            tf.cond(tf.math.is_finite(outs[0]) & grads_finite,
+                    lambda: _then(mirror.update(slots, grads)), lambda: tf.constant(False))
+            return [*outs, grads_finite]
 
         self.fn = concrete_function(train, graph, compiled.options)
 
     def __call__(self, inputs) -> tuple:
         outs = _run(self.fn, self.graph, inputs)
-        return float(outs[0]), _numpy(outs[1:])
+        return float(outs[0]), _numpy(outs[1:-1]), bool(outs[-1])
 
 
 def _then(op):

@@ -20,7 +20,8 @@ This module is also callable: ``flux.backends()`` lists the installed backends' 
 import sys
 import types
 
-from flux.backends.compiled import Compiled, accumulate, as_input_array
+from flux.backends.compiled import (Compiled, NonFiniteGradient, accumulate, all_finite,
+                                    as_input_array)
 from flux.backends.devices import Device, parse_device
 from flux.backends.eager import compiled_of
 from flux.backends.errors import backend_error, equation_error, equation_named, op_name
@@ -43,7 +44,8 @@ __all__ = [
     "Mirrored", "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
     "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
-    "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp",
+    "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
+    "all_finite",
 ]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from flux.backends.tracing import model_dtype, trace
 from flux.backends.training import TrainingStep, cotangents
 from flux.data.batching import unwrap
-from flux.errors import FluxError, FluxTypeError
+from flux.errors import FluxError, FluxTypeError, FluxValueError
 from flux.ir.graph import Aval
 from flux.ir.pytree import LEAF, flatten_args, unflatten
 from flux.ir.source import user_errors, user_facing
@@ -24,7 +24,8 @@ from flux.model.walk import params
 from flux.transforms.autodiff import vjp
 from flux.transforms.carry import CarryBook
 
-__all__ = ["Compiled", "as_input_array", "accumulate", "MAX_SIGNATURES"]
+__all__ = ["Compiled", "as_input_array", "accumulate", "MAX_SIGNATURES", "NonFiniteGradient",
+           "all_finite"]
 
 MAX_SIGNATURES = 32
 """How many input signatures (and training steps) a compiled model keeps planned at once:
@@ -229,15 +230,25 @@ class Compiled:
     def train_step(self, loss, opt, x, y) -> float:
         """One training step on the pair ``(x, y)``: the loss before the update, as a float.
 
-        The update is applied only when the loss is finite (`flux.train` then stops with an
-        error naming the step). Backends that run whole steps themselves override this (with
-        the same contract: afterwards the model's Params hold the new values).
+        The update is applied only when the loss and every gradient are finite: with a finite
+        loss and a non-finite gradient it raises `NonFiniteGradient` naming the Param
+        (`flux.train` then stops with an error naming the step), with a non-finite loss it
+        returns it. Backends that run whole steps themselves override this (with the same
+        contract: afterwards the model's Params hold the new values).
         """
         value, ps, grads = self.loss_and_grads(loss, x, y)
         value = float(value)
         if math.isfinite(value):
+            for p, g in zip(ps, grads):
+                if not all_finite(g):
+                    raise NonFiniteGradient(f"the gradient of {self._name_of(p)} is not "
+                                            f"finite (the loss is {value})")
             opt.apply(ps, grads)
         return value
+
+    def _name_of(self, p) -> str:
+        name = next((n for n, q in params(self.model).items() if q is p), None)
+        return f"the Param {name}" if name else "a Param (reached by the model's code)"
 
     def apply_update(self, opt, ps, grads) -> None:
         """Apply `opt` to the Params `ps` with the gradients `grads` (`flux.update`); backends
@@ -280,6 +291,18 @@ class Compiled:
 
 _ONE_ARG = flatten_args((np.zeros(()),))[1]
 _TWO_ARGS = flatten_args((np.zeros(()), np.zeros(())))[1]
+
+
+class NonFiniteGradient(FluxValueError):
+    """A training step whose loss is finite but one of whose gradients is not (its update is
+    not applied)."""
+
+
+def all_finite(g: np.ndarray) -> bool:
+    """Whether every element of `g` is finite (one reduction for the common case)."""
+    if g.dtype.kind != "f":
+        return True
+    return bool(np.isfinite(np.add.reduce(g, axis=None))) or bool(np.isfinite(g).all())
 
 
 def accumulate(param_objs, grads) -> None:

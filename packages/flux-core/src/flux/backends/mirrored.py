@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import weakref
 
-from flux.backends.compiled import Compiled
+from flux.backends.compiled import Compiled, NonFiniteGradient
 from flux.backends.mirror import OptimiserMirror, ParamMirror
 
 __all__ = ["MirroredCompiled"]
@@ -43,8 +43,9 @@ class MirroredCompiled(Compiled):
         """A function running the `TrainingStep` `step` with the optimiser of `opt_mirror` on
         the backend, or None if this step cannot run there (core's step runs it then). It
         takes the objective's flat inputs (data, then carried state) and returns ``(loss,
-        carried)``: the loss as a float and the carried state's new arrays; it applies the
-        update only when the loss is finite."""
+        carried, grads_finite)``: the loss as a float, the carried state's new arrays, and
+        whether every gradient was finite; it applies the update only when the loss and the
+        gradients are all finite."""
         return None
 
     def update(self, opt_mirror: OptimiserMirror, records, grads) -> None:
@@ -78,11 +79,13 @@ class MirroredCompiled(Compiled):
         graph = step.objective
         self.mirror.sync(records)
         opt_mirror.refresh()
-        value, carried = trainer([*leaves, *self.carry.inputs(graph)])
+        value, carried, grads_finite = trainer([*leaves, *self.carry.inputs(graph)])
         if graph.carry_out:
             self.carry.keep(graph, [value, *carried], 1)
-        if math.isfinite(value):                        # the update was applied
-            self.mirror.hold(records)
+        if math.isfinite(value):
+            if not grads_finite:                        # nothing was applied
+                raise NonFiniteGradient(f"a gradient is not finite (the loss is {value})")
+            self.mirror.hold(records)                   # the update was applied
             opt_mirror.stepped()
         return value
 

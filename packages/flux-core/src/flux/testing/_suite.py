@@ -113,6 +113,10 @@ class BackendConformance(TrainingChecks):
     def test_optimiser_matches_numpy(self, case: Case, opt: str):
         self.check_optimiser(case, OPTIMISERS[opt])
 
+    @pytest.mark.parametrize("opt", list(OPTIMISERS))
+    def test_a_non_finite_gradient_changes_nothing(self, opt: str):
+        self.check_nonfinite_gradient(OPTIMISERS[opt])
+
     def test_checkpoint_and_resume(self, tmp_path):
         self.check_resume(next(c for c in CASES if c.name == "chain_relu_tanh_logsoftmax"),
                           tmp_path)

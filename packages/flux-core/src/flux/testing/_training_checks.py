@@ -197,3 +197,30 @@ class TrainingChecks:
         for name, value in values(params).items():
             assert_close(value, expected[name], rtol=self.rtol, atol=self.atol,
                          what=f"Param {name!r} after resuming")
+
+    def check_nonfinite_gradient(self, make_opt) -> None:
+        """Proves a finite loss with a non-finite gradient stops training before that step's
+        update: `flux.train` raises a FluxError saying the gradient is not finite, and no
+        Param (nor the optimiser's state) changed. The model is √(xW − xW): its loss against
+        ones is 1, its gradient −∞ + ∞ = NaN, on every backend."""
+        root = flux.net(lambda W, x: np.sqrt(x @ W - x @ W))
+
+        @flux.net
+        class Root:
+            W: flux.Param
+
+            def __call__(self, x):
+                return root(self.W, x)
+
+        model = Root(np.ones((3, 2), np.float32))
+        x, y = np.ones((4, 3), np.float32), np.ones((4, 2), np.float32)
+        before = np.array(model.W.value)
+        opt = make_opt()
+        with pytest.raises(flux.FluxError, match="gradient.*not finite") as info:
+            flux.train(self.compile(model), [(x, y)], loss=flux.mse, opt=opt)
+        assert "step 1" in str(info.value), str(info.value)
+        np.testing.assert_array_equal(model.W.value, before,
+                                      err_msg="a Param changed after a non-finite gradient")
+        assert not opt.state_arrays({id(model.W): "W"}) or all(
+            np.all(np.asarray(v) == 0) for v in opt.state_arrays({id(model.W): "W"}).values()), \
+            "the optimiser's state changed after a non-finite gradient"

@@ -9,7 +9,7 @@ import time
 
 
 from flux.train import checkpoint as _checkpoint
-from flux.backends.compiled import Compiled
+from flux.backends.compiled import Compiled, NonFiniteGradient
 from flux.backends.eager import compiled_of
 from flux.errors import FluxError, FluxTypeError, FluxValueError
 from flux.ops.losses import mse
@@ -95,7 +95,12 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
             except (TypeError, ValueError):
                 raise FluxError(f"train: each item of `data` must be an (x, y) pair; item "
                                 f"{step} is {type(pair).__name__}") from None
-            value = compiled.train_step(loss, opt, x, y)
+            try:
+                value = compiled.train_step(loss, opt, x, y)
+            except NonFiniteGradient as error:
+                raise FluxError(f"train: {error.message} at epoch {epoch + 1}, step "
+                                f"{step + 1}; training stopped before that step's update") \
+                    from None
             if not math.isfinite(value):
                 raise FluxError(f"train: the loss is {value} at epoch {epoch + 1}, step "
                                 f"{step + 1}; training stopped before that step's update")
