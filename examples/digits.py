@@ -40,12 +40,6 @@ def load_data():
     return (x[train], y[train]), (x[test], y[test])
 
 
-def batches(x, y, size, rng):
-    """A shuffled list of (x, y) minibatches of `size` points (the last one may be smaller)."""
-    order = rng.permutation(len(x))
-    return [(x[order[i:i + size]], y[order[i:i + size]]) for i in range(0, len(x), size)]
-
-
 def save_loss_curve(path, train_losses, test_losses):
     import matplotlib
     matplotlib.use("Agg")
@@ -94,17 +88,22 @@ def main(argv=None) -> int:
 
     opt = flux.ADAM(LEARNING_RATE)
     test_data = [(x_test, y_test)]
-    train_losses, test_losses = [], []
-    for epoch in range(1, args.epochs + 1):
-        # One call per epoch, so the batches are reshuffled and each epoch gets its line.
-        [mean_loss] = flux.train(compiled, batches(x_train, y_train, BATCH_SIZE, rng),
-                                 loss=flux.logitcrossentropy, opt=opt, epochs=1)
+    test_losses = []
+
+    def report(state):
+        """At the end of each epoch: the test loss and accuracy, one line."""
+        if state.event != "epoch":
+            return
         test_loss = float(flux.logitcrossentropy(compiled(x_test), y_test))
-        train_losses.append(mean_loss)
         test_losses.append(test_loss)
-        print(f"epoch {epoch:>3}/{args.epochs}  train loss {mean_loss:.4f}  "
+        print(f"epoch {state.epoch + 1:>3}/{args.epochs}  train loss {state.epoch_loss:.4f}  "
               f"test loss {test_loss:.4f}  test accuracy {flux.accuracy(compiled, test_data):.3f}",
               flush=True)
+
+    # minibatches of the training set, in a new order every epoch
+    data = flux.batches((x_train, y_train), BATCH_SIZE, shuffle=rng)
+    train_losses = flux.train(compiled, data, loss=flux.logitcrossentropy, opt=opt,
+                              epochs=args.epochs, cb=report)
 
     accuracy = flux.accuracy(compiled, test_data)
     save_loss_curve(args.out, train_losses, test_losses)

@@ -165,3 +165,81 @@ def test_a_stateful_unroll_on_a_smaller_batch_says_what_to_do():
     model(np.zeros((8, 4, 2), np.float32))
     with pytest.raises(flux.ShapeError, match="stateful=False.*flux.reset"):
         model(np.zeros((5, 4, 2), np.float32))
+
+
+# -- minibatches, callbacks with the state, early stopping, schedules ----------------------------
+
+
+def test_minibatches_shuffle_every_pass_and_keep_the_last_partial_batch():
+    X, Y = np.arange(20).reshape(10, 2), np.arange(10)
+    data = flux.batches((X, Y), 4, shuffle=np.random.default_rng(0))
+    assert len(data) == 3
+    first, second = [y.tolist() for _, y in data], [y.tolist() for _, y in data]
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert sorted(sum(first, [])) == list(range(10)) and first != second   # a new order
+    for x, y in data:
+        np.testing.assert_array_equal(x[:, 0] // 2, y)                     # rows stay paired
+    assert [len(y) for _, y in flux.batches((X, Y), 4, drop_last=True)] == [4, 4]
+    with pytest.raises(flux.ShapeError, match="same number of rows"):
+        flux.batches((X, Y[:5]), 4)
+    with pytest.raises(flux.FluxTypeError, match="shuffle= takes"):
+        flux.batches((X, Y), 4, shuffle="yes")
+
+
+def test_one_parameter_callbacks_get_the_state_and_can_stop_training():
+    events = []
+    plain = []
+
+    def watch(state):
+        events.append((state.event, state.epoch, state.step, state.updates))
+        if state.updates == 5:
+            state.stop = True
+
+    history = flux.train(tlp(), [(X, Y)] * 3, loss=flux.mse, epochs=4,
+                         cb=[watch, lambda: plain.append(1)])
+    assert events[0] == ("begin", 0, 0, 0)
+    assert ("epoch", 0, 3, 3) in events and events[-1][0] == "epoch"
+    assert [e for e in events if e[0] == "step"][-1] == ("step", 1, 2, 5)   # then it stopped
+    assert len(history) == 2 and len(plain) == 5
+    with pytest.raises(flux.FluxTypeError, match="takes no parameter or one"):
+        flux.train(tlp(), [(X, Y)], loss=flux.mse, cb=lambda a, b: None)
+
+
+def test_early_stopping_waits_patience_epochs_without_improvement():
+    values = iter([3.0, 2.0, 2.5, 2.2, 1.0])
+    stop = flux.EarlyStopping(patience=2, monitor=lambda state: next(values))
+    history = flux.train(tlp(), [(X, Y)], loss=flux.mse, epochs=10, cb=stop)
+    assert len(history) == 4 and stop.stopped_epoch == 4 and stop.best == 2.0
+    with pytest.raises(flux.FluxValueError, match="patience"):
+        flux.EarlyStopping(patience=0)
+
+
+def test_schedules_set_the_learning_rate_before_every_update():
+    opt = flux.SGD(1.0)
+    rates = []
+    flux.train(tlp(), [(X, Y)] * 5, loss=flux.mse, opt=opt,
+               cb=[flux.lr_schedule(flux.step_decay(0.1, every=2, factor=0.5)),
+                   lambda s: rates.append(s.opt.lr) if s.event == "step" else None])
+    # after update k the rate is set for update k (counted from 0): 0.1 · 0.5^⌊k/2⌋
+    assert rates == pytest.approx([0.1, 0.05, 0.05, 0.025, 0.025])
+    assert flux.exponential_decay(1.0, 0.5)(3) == 0.125
+    cosine = flux.cosine_decay(1.0, 10, lr_min=0.1)
+    assert cosine(0) == 1.0 and cosine(10) == pytest.approx(0.1) and cosine(99) == cosine(10)
+    assert [flux.warmup(0.4, 4)(t) for t in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+
+
+def test_a_schedule_trains_the_same_on_every_installed_backend():
+    """Hyper-parameters are read at every update on every backend: the same schedule gives
+    the same Params on each."""
+    results = {}
+    for backend in flux.backends():
+        model = tlp()
+        compiled = flux.compile(model, backend)
+        flux.train(compiled, [(X, Y)] * 6, loss=flux.mse, opt=flux.ADAM(0.05),
+                   cb=flux.lr_schedule(flux.exponential_decay(0.05, 0.5)))
+        results[backend] = {n: np.array(p.value) for n, p in flux.params(model).items()}
+    reference = results.pop("numpy")
+    for backend, got in results.items():
+        for name, value in got.items():
+            np.testing.assert_allclose(value, reference[name], rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{backend}: {name}")

@@ -26,6 +26,8 @@ from flux.backends.eager import compiled_numpy as _compiled_numpy
 from flux.backends.registry import PluginError, PluginWarning, compile, shorthand
 from flux.train.loop import back, train, update
 from flux.train.optimisers import ADAM, Momentum, Optimiser, SGD
+from flux.train.callbacks import (EarlyStopping, TrainingState, cosine_decay, exponential_decay,
+                                  lr_schedule, step_decay, warmup)
 from flux.ops.losses import crossentropy, logitcrossentropy, mse
 from flux.data.labels import accuracy, onecold, onehot
 from flux.data.batch import Batch, Seq, rawbatch
@@ -54,6 +56,8 @@ __all__ = [
     "vcat", "sum", "mean", "reshape", "transpose",
     # training
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
+    "TrainingState", "EarlyStopping", "lr_schedule", "step_decay", "exponential_decay",
+    "cosine_decay", "warmup",
     "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle", "save", "load",
     # shapes and debugging
     "infer", "shapes", "ShapesReport", "summary", "Summary",

@@ -10,7 +10,7 @@ from flux.data.batch import (NUMERIC_KINDS, Batch, Seq, _checked_raw, _read_only
                              _Stacked, _what, rawbatch)
 from flux.errors import FluxTypeError, FluxValueError, ShapeError
 
-__all__ = ["batchone", "batches", "seqs", "chunk", "rpad", "unwrap"]
+__all__ = ["batchone", "batches", "Minibatches", "seqs", "chunk", "rpad", "unwrap"]
 
 
 def batchone(x) -> Batch:
@@ -25,7 +25,7 @@ def batchone(x) -> Batch:
     return Batch([x])
 
 
-def batches(xs, n: int):
+def batches(xs, n: int, *, shuffle=None, drop_last: bool | None = None):
     """Batches of `n` consecutive items of `xs`: ``xs[0:n], xs[n:2n], ...``; a remainder of
     fewer than `n` items is dropped.
 
@@ -37,8 +37,66 @@ def batches(xs, n: int):
     [True, True]
     >>> len(list(batches(np.zeros((5, 3)), 2)))
     2
+
+    **Minibatches for training.** Given a tuple of arrays of one length (``(X, Y)``), it is
+    `Minibatches`: a re-iterable collection of ``(x, y)`` tuples of `n` rows, whose last one
+    has the remaining rows (unless ``drop_last=True``), in a new random order at every
+    iteration when `shuffle` is given (a `np.random.Generator`, or a seed). So
+    ``flux.train(model, flux.batches((X, Y), 32, shuffle=rng), epochs=10)`` reshuffles every
+    epoch.
+
+    >>> X, Y = np.arange(10).reshape(5, 2), np.arange(5)
+    >>> [y.tolist() for x, y in batches((X, Y), 2)]
+    [[0, 1], [2, 3], [4]]
+    >>> sorted(int(v) for _, y in batches((X, Y), 2, shuffle=0) for v in y)
+    [0, 1, 2, 3, 4]
     """
+    if isinstance(xs, tuple):
+        return Minibatches(xs, n, shuffle, bool(drop_last))
+    if shuffle is not None or drop_last is not None:
+        raise FluxTypeError("batches: shuffle= and drop_last= are for minibatches of a tuple "
+                            "of arrays, batches((X, Y), n, shuffle=rng)")
     return _runs(Batch, "batches", xs, n)
+
+
+class Minibatches:
+    """``(x, y, ...)`` minibatches of `n` rows of the arrays `arrays` (see `batches`)."""
+
+    def __init__(self, arrays: tuple, n: int, shuffle=None, drop_last: bool = False):
+        self.n = _positive("batches", n)
+        self.arrays = tuple(rawbatch(a) if isinstance(a, _Stacked) else np.asarray(a)
+                            for a in arrays)
+        if not self.arrays:
+            raise FluxValueError("batches: an empty tuple of arrays")
+        lengths = {len(a) if a.ndim else None for a in self.arrays}
+        if len(lengths) != 1 or None in lengths:
+            shapes = ", ".join(str(a.shape) for a in self.arrays)
+            raise ShapeError(f"batches: the arrays must have the same number of rows (their "
+                             f"first axis), found shapes {shapes}")
+        self.size = lengths.pop()
+        self.drop_last = drop_last
+        if shuffle is None or isinstance(shuffle, np.random.Generator):
+            self.rng = shuffle
+        elif isinstance(shuffle, (int, np.integer)) and not isinstance(shuffle, bool):
+            self.rng = np.random.default_rng(int(shuffle))
+        else:
+            raise FluxTypeError(f"batches: shuffle= takes a np.random.Generator or a seed, "
+                                f"found {type(shuffle).__name__}")
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.n)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        order = self.rng.permutation(self.size) if self.rng is not None else None
+        stop = len(self) * self.n
+        for start in range(0, min(stop, self.size), self.n):
+            rows = slice(start, start + self.n) if order is None else order[start:start + self.n]
+            yield tuple(a[rows] for a in self.arrays)
+
+    def __repr__(self) -> str:
+        shuffled = ", shuffled" if self.rng is not None else ""
+        return f"<{len(self)} minibatches of {self.n} of {self.size} rows{shuffled}>"
 
 
 def seqs(xs, n: int):

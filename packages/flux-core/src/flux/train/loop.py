@@ -14,6 +14,7 @@ from flux.backends.eager import compiled_of
 from flux.errors import FluxError, FluxTypeError, FluxValueError
 from flux.ops.losses import mse
 from flux.model.walk import is_model
+from flux.train.callbacks import TrainingState, takes_state
 from flux.train.optimisers import SGD, as_optimiser
 from flux.ir.source import user_errors
 
@@ -60,8 +61,11 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
     """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
 
     Returns the per-epoch means of the losses computed before each update. Shows a progress
-    bar when stderr is a terminal; calls each callback in `cb` (one callable or a list) with no
-    arguments after every update. A NaN or infinite loss stops training with a FluxError naming
+    bar when stderr is a terminal. Calls each callback in `cb` (one callable or a list): one
+    without parameters after every update; one with a parameter with the `TrainingState`
+    before the first update, after every update and at the end of every epoch; it may set
+    ``state.stop = True`` to end training (see `flux.train.callbacks`: `EarlyStopping`,
+    `lr_schedule`). A NaN or infinite loss stops training with a FluxError naming
     the step; that step's update is not applied.
 
     Checkpoints: with ``checkpoint=path`` the parameters, the optimiser's state, the progress
@@ -75,6 +79,8 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
     target = compiled.model
     opt = SGD(0.1) if opt is None else as_optimiser(opt)
     callbacks = _callbacks(cb)
+    with_state = [f for f in callbacks if takes_state(f)]
+    plain = [f for f in callbacks if f not in with_state]
     _check_arguments(data, loss, epochs, checkpoint, every)
     if epochs > 1 and iter(data) is data:
         raise FluxError("train: `data` is a one-shot iterator but epochs > 1; pass a list (or "
@@ -84,7 +90,23 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
     at = _checkpoint.restore(resume, target, opt) if resume is not None else \
         _checkpoint.Progress()
     bar = _Progress(data) if sys.stderr.isatty() else None
+    state = TrainingState(target, opt, epochs, history=at.history, epoch=at.epoch,
+                          step=at.step, updates=0)
+
+    def tell(event, **progress) -> bool:
+        """Call the callbacks that take the state; True if one of them stopped training."""
+        if with_state:
+            state.event = event
+            for key, value in progress.items():
+                setattr(state, key, value)
+            for f in with_state:
+                f(state)
+        return state.stop
+
+    stopped = tell("begin")
     for epoch in range(at.epoch, epochs):
+        if stopped:
+            break
         if epoch != at.epoch:
             at = _checkpoint.Progress(epoch, 0, 0.0, 0, at.history)
         for step, pair in enumerate(data):
@@ -107,18 +129,24 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
             at.total += value
             at.count += 1
             at.step = step + 1
-            for f in callbacks:
+            for f in plain:
                 f()
+            stopped = tell("step", epoch=epoch, step=at.step, updates=state.updates + 1,
+                           loss=value, epoch_loss=at.total / at.count)
             if bar is not None:
                 bar.show(epoch, epochs, at.count, at.total / at.count)
             if checkpoint is not None and every is not None and at.step % every == 0:
                 _checkpoint.write(checkpoint, target, opt, at)
+            if stopped:
+                break
         at.history.append(at.total / at.count if at.count else math.nan)
         if checkpoint is not None:
             _checkpoint.write(checkpoint, target, opt,
                               _checkpoint.Progress(epoch + 1, 0, 0.0, 0, at.history))
         if bar is not None:
             bar.end()
+        stopped = tell("epoch", epoch=epoch, epoch_loss=at.history[-1],
+                       history=at.history) or stopped
     return at.history
 
 
