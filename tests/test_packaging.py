@@ -22,8 +22,9 @@ from helpers import version_of
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "packages" / "flux-core"
 
-DEPENDENCIES = {"numpy", "pluggy"}
-"""What flux-core itself needs; anything else must come in through an extra."""
+DEPENDENCIES = {"numpy", "pluggy", "tqdm"}
+"""What flux-core itself needs (tqdm: the progress bar of flux.train); anything else must come
+in through an extra."""
 EXTRA_DEPENDENCIES = {"pytest", "hypothesis", "flux-tf", "flux-mxnet", "flux-cupy"}
 """What flux-core's extras may pull in: test tools and this repository's backend plugins."""
 EXTRA_MARKER = re.compile(r"\bextra\s*==")

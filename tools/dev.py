@@ -57,7 +57,7 @@ class Env:
     wheel does not follow the source the way an editable install does."""
 
 
-TEST_TOOLS = ("pytest", "hypothesis",
+TEST_TOOLS = ("pytest", "hypothesis", "tqdm",     # (flux-core's tqdm, before --no-index installs)
               "setuptools>=70.1")   # builds flux-core's metadata offline (tests/test_packaging.py)
 
 ENVS = [

@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import sys
-import time
 
 
 from flux.train import checkpoint as _checkpoint
@@ -15,6 +13,7 @@ from flux.errors import FluxError, FluxTypeError, FluxValueError
 from flux.ops.losses import mse
 from flux.model.walk import is_model
 from flux.train.callbacks import TrainingState, takes_state
+from flux.train.progress import Progress
 from flux.train.optimisers import SGD, as_optimiser
 from flux.ir.source import user_errors
 
@@ -57,16 +56,17 @@ def update(model, opt) -> None:
 
 @user_errors
 def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint=None,
-          every: int | None = None, resume=None):
+          every: int | None = None, resume=None, verbose: bool | None = None):
     """Train `model` on `data`, an iterable of ``(x, y)`` pairs: one update per pair, in order.
 
     Returns the per-epoch means of the losses computed before each update. Shows a progress
-    bar when stderr is a terminal. Calls each callback in `cb` (one callable or a list): one
-    without parameters after every update; one with a parameter with the `TrainingState`
-    before the first update, after every update and at the end of every epoch; it may set
-    ``state.stop = True`` to end training (see `flux.train.callbacks`: `EarlyStopping`,
-    `lr_schedule`). A NaN or infinite loss stops training with a FluxError naming
-    the step; that step's update is not applied.
+    bar (tqdm's: rate and time left) when stderr is a terminal or in a notebook, always with
+    ``verbose=True``, never with ``verbose=False``. Calls each callback in `cb` (one callable
+    or a list): one without parameters after every update; one with a parameter with the
+    `TrainingState` before the first update, after every update and at the end of every
+    epoch; it may set ``state.stop = True`` to end training (see `flux.train.callbacks`:
+    `EarlyStopping`, `lr_schedule`). A NaN or infinite loss, or a non-finite gradient, stops
+    training with a FluxError naming the step; that step's update is not applied.
 
     Checkpoints: with ``checkpoint=path`` the parameters, the optimiser's state, the progress
     and flux's random state are written to `path` (atomically) every `every` updates and at
@@ -89,7 +89,17 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
         raise FluxValueError(f"train: every= is a number of updates ≥ 1, found {every!r}")
     at = _checkpoint.restore(resume, target, opt) if resume is not None else \
         _checkpoint.Progress()
-    bar = _Progress(data) if sys.stderr.isatty() else None
+    bar = Progress(data, epochs, verbose)
+    try:
+        return _epochs(compiled, target, data, loss, opt, epochs, at, plain, with_state, bar,
+                       checkpoint, every)
+    finally:
+        bar.close()
+
+
+def _epochs(compiled, target, data, loss, opt, epochs, at, plain, with_state, bar, checkpoint,
+            every) -> list:
+    """The epochs of `train` (see there), from where `at` says."""
     state = TrainingState(target, opt, epochs, history=at.history, epoch=at.epoch,
                           step=at.step, updates=0)
 
@@ -99,8 +109,9 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
             state.event = event
             for key, value in progress.items():
                 setattr(state, key, value)
-            for f in with_state:
-                f(state)
+            with bar.quiet():
+                for f in with_state:
+                    f(state)
         return state.stop
 
     stopped = tell("begin")
@@ -109,6 +120,7 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
             break
         if epoch != at.epoch:
             at = _checkpoint.Progress(epoch, 0, 0.0, 0, at.history)
+        bar.begin(epoch, at.step)
         for step, pair in enumerate(data):
             if step < at.step:
                 continue   # used before the checkpoint this run resumed from
@@ -129,12 +141,13 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
             at.total += value
             at.count += 1
             at.step = step + 1
-            for f in plain:
-                f()
+            if plain:
+                with bar.quiet():
+                    for f in plain:
+                        f()
             stopped = tell("step", epoch=epoch, step=at.step, updates=state.updates + 1,
                            loss=value, epoch_loss=at.total / at.count)
-            if bar is not None:
-                bar.show(epoch, epochs, at.count, at.total / at.count)
+            bar.step(at.total / at.count)
             if checkpoint is not None and every is not None and at.step % every == 0:
                 _checkpoint.write(checkpoint, target, opt, at)
             if stopped:
@@ -143,8 +156,7 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
         if checkpoint is not None:
             _checkpoint.write(checkpoint, target, opt,
                               _checkpoint.Progress(epoch + 1, 0, 0.0, 0, at.history))
-        if bar is not None:
-            bar.end()
+        bar.close()
         stopped = tell("epoch", epoch=epoch, epoch_loss=at.history[-1],
                        history=at.history) or stopped
     return at.history
@@ -185,31 +197,3 @@ def _check_arguments(data, loss, epochs, checkpoint, every) -> None:
         if not os.path.isdir(folder):
             raise FluxValueError(f"train: checkpoint={os.fspath(checkpoint)!r}: the folder "
                                  f"{folder} does not exist")
-
-
-class _Progress:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, data):
-        self.size = len(data) if hasattr(data, "__len__") else None
-        self.last = 0.0
-
-    def show(self, epoch, epochs, count, mean_loss):
-        now = time.monotonic()
-        if now - self.last < 0.1 and count != self.size:
-            return
-        self.last = now
-        if self.size:
-            done = int(30 * count / self.size)
-            bar = f"[{'=' * done}{' ' * (30 - done)}] {count}/{self.size}"
-        else:
-            bar = f"{count} steps"
-        label = f"Epoch {epoch + 1}/{epochs} " if epochs > 1 else ""
-        sys.stderr.write(f"\r{label}{bar} loss {mean_loss:.4f}")
-        sys.stderr.flush()
-
-    def end(self):
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
