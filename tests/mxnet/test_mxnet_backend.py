@@ -343,3 +343,33 @@ def test_a_numpy_function_the_backend_cannot_take_names_it_the_backend_and_the_l
     message = str(info.value)
     assert "np.sort" in message and "mxnet backend" in message
     assert f"{__file__}:" in message
+
+
+OUT_OF_MEMORY = """
+import numpy as np, flux
+from flux import net
+
+@net
+class Outer:
+    def __call__(self, x):
+        return x @ x.T
+
+try:
+    flux.mxnet(Outer())(np.zeros((300000, 2), np.float32))
+except flux.BackendError as error:
+    print("FIRST:", str(error).splitlines()[0])
+    print("FRAME:", error.trace[0].model if error.trace else None)
+"""
+
+
+def test_out_of_memory_in_mxnet_is_a_backend_error_with_its_message_and_the_model_frame():
+    """MXNet refusing a 360 GB result (too large to allocate, or to index with its 32-bit
+    sizes) keeps MXNet's real message, not the first line of its C++ traceback, and points at
+    the model. (In a subprocess: MXNet's engine reports the failure again at exit.)"""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True,
+                         timeout=120)
+    first = next(line for line in run.stdout.splitlines() if line.startswith("FIRST:"))
+    assert "Traceback" not in first and ("Failed to allocate" in first or "Check failed" in first)
+    assert "FRAME: Outer" in run.stdout

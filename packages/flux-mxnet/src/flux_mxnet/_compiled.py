@@ -45,10 +45,12 @@ class ParamStore(ParamMirror):
 
 
 def mx_error(error: Exception, graph) -> BackendError:
-    """An MXNet error as a BackendError at the equation its message names, with the short
-    ``Error in operator ...`` line of the message."""
-    lines = str(error).strip().splitlines()
-    short = next((line.strip() for line in lines if "Error in operator" in line), None)
+    """An MXNet error as a BackendError at the equation its message names, with MXNet's own
+    message: the ``Error in operator ...`` line, else the ``MXNetError: ...`` line (not the
+    ``Traceback (most recent call last):`` that starts MXNet's C++ traceback)."""
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    short = next((line for line in lines if "Error in operator" in line), None) or next(
+        (line for line in reversed(lines) if line.startswith("MXNetError")), None)
     return backend_error("mxnet", error, graph, message=short)
 
 
@@ -184,7 +186,10 @@ class MXNetCompiled(MirroredCompiled):
         return f"mxnet({self.model!r})"
 
     def lower(self, graph):
-        return Executable(self, graph)
+        try:
+            return Executable(self, graph)
+        except mx.base.MXNetError as error:         # (allocating its arrays, out of memory)
+            raise mx_error(error, graph) from error
 
     def trains(self, opt) -> bool:
         return type(opt) in NATIVE

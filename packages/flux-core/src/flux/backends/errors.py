@@ -57,5 +57,15 @@ def backend_error(backend: str, error: Exception, graph, index: int | None = Non
         index = equation_named(graph, str(error))
     if index is None:
         text = _first_line(error) if message is None else message
-        return BackendError(f"{backend} backend: {type(error).__name__}: {text}", trace=[])
+        return BackendError(f"{backend} backend: {type(error).__name__}: {text}",
+                            trace=_outermost(graph))
     return equation_error(backend, error, graph.eqns[index], message)
+
+
+def _outermost(graph) -> list:
+    """The model frame every equation of `graph` shares (the outermost model, at the line of
+    its first equation), for an error that names no equation; none for an empty graph."""
+    for eqn in getattr(graph, "eqns", ()):
+        if eqn.source.frames:
+            return [eqn.source.frames[-1]]
+    return []
