@@ -212,13 +212,13 @@ def test_kit_rejects_a_wrong_has_params_flag():
 
 def test_flux_backend_option(tmp_path):
     """``pytest --flux-backend numpy``, in a directory with no test file, runs the kit's suite
-    (here the tests of one case: forward, gradients, update, train, batch and the three
-    optimisers; and the table's completeness test)."""
+    (here the tests of one case: forward, gradients, update, train, batch and the six
+    optimiser configurations of `OPTIMISERS`; and the table's completeness test)."""
     run = subprocess.run([sys.executable, "-m", "pytest", "--flux-backend", "numpy", "-q",
                           "-p", "no:cacheprovider", "-k", "affine_batch or every_primitive"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "9 passed" in run.stdout, run.stdout
+    assert "12 passed" in run.stdout, run.stdout
 
 
 def test_flux_backend_option_needs_an_installed_backend(tmp_path):

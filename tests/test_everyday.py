@@ -243,3 +243,59 @@ def test_a_schedule_trains_the_same_on_every_installed_backend():
         for name, value in got.items():
             np.testing.assert_allclose(value, reference[name], rtol=1e-4, atol=1e-6,
                                        err_msg=f"{backend}: {name}")
+
+
+# -- gradient clipping and decoupled weight decay -------------------------------------------------
+
+
+def _one_step(opt):
+    """A model's Params after one update by `opt`, with the gradients it was given."""
+    model = tlp()
+    before = {n: np.array(p.value) for n, p in flux.params(model).items()}
+    flux.back(model, np.ones((6, 3), np.float32), X)
+    grads = {n: np.array(p.grad) for n, p in flux.params(model).items()}
+    flux.update(model, opt)
+    return before, grads, {n: np.array(p.value) for n, p in flux.params(model).items()}
+
+
+def test_clip_norm_scales_all_gradients_as_torch_clip_grad_norm():
+    before, grads, after = _one_step(flux.SGD(0.1, clip_norm=0.5))
+    norm = np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    assert norm > 0.5                                  # so the clipping matters here
+    scale = min(1.0, 0.5 / (norm + 1e-6))
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name] - 0.1 * scale * grads[name],
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_clip_value_clips_each_element():
+    before, grads, after = _one_step(flux.SGD(0.1, clip_value=0.01))
+    for name in before:
+        np.testing.assert_allclose(after[name],
+                                   before[name] - 0.1 * np.clip(grads[name], -0.01, 0.01),
+                                   rtol=1e-6, atol=1e-8)
+
+
+def test_adam_with_weight_decay_is_adamw():
+    """p ← p − η (m̂/(√v̂ + ε) + λ p), with the first step's m̂ = g and v̂ = g² (as AdamW)."""
+    before, grads, after = _one_step(flux.ADAM(0.01, weight_decay=0.1))
+    for name in before:
+        g = grads[name].astype(np.float64)
+        expected = before[name] - 0.01 * (g / (np.abs(g) + 1e-8) + 0.1 * before[name])
+        np.testing.assert_allclose(after[name], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: flux.SGD(0.1, clip_norm=0), "clip_norm must be > 0"),
+    (lambda: flux.ADAM(clip_value=-1), "clip_value must be > 0"),
+    (lambda: flux.Momentum(0.1, weight_decay=-0.1), "weight_decay must be ≥ 0"),
+])
+def test_the_options_are_checked(make, message):
+    with pytest.raises(flux.FluxValueError, match=message):
+        make()
+
+
+def test_options_are_part_of_the_settings_a_checkpoint_compares():
+    assert flux.ADAM(0.01).settings() == [0.01, 0.9, 0.999, 1e-8]          # unchanged
+    assert flux.ADAM(0.01, weight_decay=0.1).settings()[-1] == ["weight_decay", 0.1]
+    assert repr(flux.SGD(0.1, clip_norm=1.0)) == "SGD(0.1, clip_norm=1.0)"

@@ -143,19 +143,23 @@ def _expressions(group, names: dict) -> list[str]:
     return lines
 
 
-def multi_tensor_source(group, graph, n_arrays: int, name: str) -> str:
+def multi_tensor_source(group, graph, n_arrays: int, name: str, n_globals: int = 1) -> str:
     """One kernel updating many arrays of one dtype at once (the optimiser's update of every
     Param): `group` is the per-element update traced on 0-d values, whose first `n_arrays`
     graph inputs are per-element arrays (the Param, its gradient, its slots) and the rest
-    per-array scalars (hyper-parameters, one row per array), then one global flag. The
-    outputs are written over the first arrays (the Param, then its slots). Arguments: one
-    table of device pointers per array input, the arrays' start offsets in one flat index
-    space (``n + 1`` of them), the hyper rows, the flag, and the number of arrays."""
+    per-array scalars (hyper-parameters, one row per array), then `n_globals` 0-d values
+    shared by all (the gradients' scale if there is one, then the flag). The outputs are
+    written over the first arrays (the Param, then its slots). Arguments: one table of
+    device pointers per array input, the arrays' start offsets in one flat index space
+    (``n + 1`` of them), the hyper rows, the globals, and the number of arrays."""
     ctype = C_TYPES[graph.inputs[0].aval.dtype]
-    n_hyper = len(graph.inputs) - n_arrays - 1
+    n_hyper = len(graph.inputs) - n_arrays - n_globals
+    first_global = n_arrays + n_hyper
     args = [f"const unsigned long long* ptr{k}" for k in range(n_arrays)]
-    args += ["const long long* offsets", f"const {ctype}* hyper", "const bool* flag",
-             "const int n_arrays"]
+    args += ["const long long* offsets", f"const {ctype}* hyper"]
+    args += [f"const {C_TYPES[v.aval.dtype]}* global{m}"
+             for m, v in enumerate(graph.inputs[first_global:])]
+    args += ["const int n_arrays"]
     body = ["const long long n = offsets[n_arrays];",
             "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;",
             "     i += (long long)gridDim.x * blockDim.x) {",
@@ -169,10 +173,10 @@ def multi_tensor_source(group, graph, n_arrays: int, name: str) -> str:
         ctype_k = C_TYPES[var.aval.dtype]
         if k < n_arrays:
             source = f"(({ctype_k}*)ptr{k}[lo])[j]"
-        elif k < n_arrays + n_hyper:
+        elif k < first_global:
             source = f"hyper[lo * {n_hyper} + {k - n_arrays}]"
         else:
-            source = "flag[0]"
+            source = f"global{k - first_global}[0]"
         body.append(f"  const {ctype_k} x{k} = {source};")
     body += _expressions(group, names)
     targets = [0] + list(range(2, 2 + len(group.outputs) - 1))   # the Param, then its slots

@@ -123,12 +123,14 @@ class _Updates:
             self.grads_ok = xp.ones((), np.bool_)           # every gradient is finite
             self.sums = xp.zeros(len(floating), np.float64)
             self.finite = xp.zeros(len(floating), np.bool_)
+            self.norm = xp.zeros((), np.float64)
             for dtype in sorted({rec.param.dtype for rec in floating}, key=str):
                 entries = [_Entry(rec, opt_mirror.slots(rec.param, rec.array),
                                   opt_mirror.is_counter, grad_of(rec))
                            for rec in floating if rec.param.dtype == dtype]
                 rows = runtime.xp.zeros((len(entries), n_hyper), dtype)
                 self.groups.append((opt_mirror.update_for(dtype), entries, rows))
+            self.scales = [xp.ones((), rows.dtype) for _, _, rows in self.groups]
 
     def set_hyper(self) -> None:
         """The hyper-parameters of this step (Adam's bias corrections are per Param)."""
@@ -151,12 +153,30 @@ class _Updates:
         xp.logical_and(self.ok, self.grads_ok, out=self.ok)
 
     def launch(self, grads) -> None:
-        """The update kernels, in stream order; `ok` decides on the device."""
+        """The update kernels, in stream order; `ok` decides on the device. With `clip_norm`
+        the gradients' common scale is computed on the device first."""
         xp = self.runtime.xp
-        for update, entries, rows in self.groups:
-            update([e.record.array for e in entries],
-                   [_contiguous(xp, grads[e.grad]) for e in entries],
-                   [e.arrays for e in entries], rows, self.ok)
+        grads = {e.grad: _contiguous(xp, grads[e.grad])
+                 for _, entries, _ in self.groups for e in entries}
+        if self.mirror.opt.clip_norm is not None:
+            self._norm_scale(grads)
+        for (update, entries, rows), scale in zip(self.groups, self.scales):
+            update([e.record.array for e in entries], [grads[e.grad] for e in entries],
+                   [e.arrays for e in entries], rows, self.ok, scale)
+
+    def _norm_scale(self, grads) -> None:
+        """``min(1, clip_norm / (‖g‖ + 1e-6))`` over every gradient, on the device, into the
+        0-d scale of each dtype."""
+        xp, total = self.runtime.xp, self.norm
+        total.fill(0)
+        for g in grads.values():
+            xp.add(total, xp.vdot(g, g), out=total)
+        xp.sqrt(total, out=total)
+        xp.add(total, 1e-6, out=total)
+        xp.divide(self.mirror.opt.clip_norm, total, out=total)
+        xp.minimum(total, 1.0, out=total)
+        for scale in self.scales:
+            xp.copyto(scale, total, casting="unsafe")
 
     def counted(self) -> None:
         self.mirror.stepped_counters([e.slots for _, entries, _ in self.groups

@@ -49,18 +49,25 @@ class MultiUpdate:
         is_counter = counters(opt)
         names = hyper_names(opt)
         self.n_slots = n_slots = sum(1 for c in is_counter if not c)
+        self.scaled = scaled = opt.clip_norm is not None     # a global factor for every g
+        n_globals = 2 if scaled else 1
 
         def update(p, g, *rest):
-            slots, hyper, ok = rest[:n_slots], rest[n_slots:-1], rest[-1]
+            slots, hyper = rest[:n_slots], rest[n_slots:-n_globals]
+            ok = rest[-1]
+            if scaled:
+                g = g * rest[-2]
             it = iter(slots)
             full = tuple(0 if c else next(it) for c in is_counter)
-            step, new = opt.rule(g, full, dict(zip(names, hyper)), sqrt=np.sqrt)
+            step, new = opt.rule(g, full, dict(zip(names, hyper)), sqrt=np.sqrt, clip=np.clip,
+                                 p=p)
             new = [n for n, c in zip(new, is_counter) if not c]
             return (np.where(ok, p - step, p),
                     *(np.where(ok, n, s) for n, s in zip(new, slots)))
 
         scalar = Aval((), dtype)
-        avals = [scalar] * (2 + n_slots + len(names)) + [Aval((), np.bool_)]
+        avals = [scalar] * (2 + n_slots + len(names) + (1 if scaled else 0)) + [
+            Aval((), np.bool_)]
         _, tree = flatten_args(tuple(range(len(avals))))
         graph = trace(flux.net(update), avals, tree)
         steps = schedule(graph)
@@ -76,18 +83,22 @@ class MultiUpdate:
             position = {id(v): i for i, v in enumerate(graph.inputs)}
             self._order = [position[id(v)] for v in group.inputs]
             self._fn = env["update"]
-        self.cuda = multi_tensor_source(group, graph, self.n_arrays, "flux_update")
+        self.cuda = multi_tensor_source(group, graph, self.n_arrays, "flux_update",
+                                        n_globals=n_globals)
         if runtime.check_kernels:
             nvrtc_compile(self.cuda, "flux_update")
         if not runtime.standin:
             self._raw = runtime.xp.RawKernel(self.cuda, "flux_update", options=("-std=c++17",))
         self._tables: dict = {}
 
-    def __call__(self, params, grads, slots, hyper, flag) -> None:
+    def __call__(self, params, grads, slots, hyper, flag, scale=None) -> None:
+        """Update every Param; `scale` (a 0-d device array) multiplies every gradient first
+        when the optimiser clips by norm."""
         arrays = [params, grads] + [[s[k] for s in slots] for k in range(self.n_slots)]
+        globals_ = [scale, flag] if self.scaled else [flag]
         if self.runtime.standin:
             for i, row in enumerate(zip(*arrays)):
-                args = [*row, *(hyper[i, k, ...] for k in range(hyper.shape[1])), flag]
+                args = [*row, *(hyper[i, k, ...] for k in range(hyper.shape[1])), *globals_]
                 targets = [row[0], *row[2:]]
                 for target, value in zip(targets, self._fn(*(args[j] for j in self._order))):
                     np.copyto(target, value, casting="unsafe")
@@ -95,7 +106,8 @@ class MultiUpdate:
         tables, offsets, total = self._table(arrays)
         if total:
             grid = (max(1, min(MAX_BLOCKS, -(-total // THREADS))),)
-            self._raw(grid, (THREADS,), (*tables, offsets, hyper, flag, np.int32(len(params))))
+            self._raw(grid, (THREADS,), (*tables, offsets, hyper, *globals_,
+                                         np.int32(len(params))))
 
     def _table(self, arrays):
         """The device tables of the arrays' pointers and offsets (made again only when an

@@ -54,15 +54,22 @@ class OptimiserState(OptimiserMirror):
 
     def update(self, records, grads) -> None:
         """One update of the Params of `records` (their shared arrays, in place) by the
-        NDArrays `grads` (the caller syncs, refreshes and hands the new values back)."""
+        NDArrays `grads` (the caller syncs, refreshes and hands the new values back). The
+        optimiser's options: `clip_norm` scales the gradients first, `clip_value` is MXNet's
+        ``clip_gradient``, and the decoupled weight decay ``lr · λ · p`` (of the weights
+        before the update) is subtracted after MXNet's operator."""
         opt = self.opt
         every = [self.slots(rec.param, rec.array) for rec in records]
         weights = [rec.array for rec in records]
+        if opt.clip_norm is not None:
+            _scale_to_norm(grads, opt.clip_norm)
+        clip = {"clip_gradient": opt.clip_value} if opt.clip_value is not None else {}
+        decay = [w * (opt.lr * opt.weight_decay) for w in weights] if opt.weight_decay else []
         if isinstance(opt, flux.SGD):
-            _multi(mx.nd.multi_sgd_update, weights, grads, [], lr=opt.lr)
+            _multi(mx.nd.multi_sgd_update, weights, grads, [], lr=opt.lr, **clip)
         elif isinstance(opt, flux.Momentum):
             _multi(mx.nd.multi_sgd_mom_update, weights, grads, [s[0] for s in every],
-                   lr=opt.lr, momentum=opt.rho)
+                   lr=opt.lr, momentum=opt.rho, **clip)
         else:
             for g, slots, w in zip(grads, every, weights):
                 slots[2] += 1
@@ -71,7 +78,19 @@ class OptimiserState(OptimiserMirror):
                 mx.nd.adam_update(w, g, slots[0], slots[1],
                                   lr=opt.lr * correction / (1 - opt.beta1 ** t),
                                   beta1=opt.beta1, beta2=opt.beta2,
-                                  epsilon=opt.eps * correction, wd=0.0, out=w)
+                                  epsilon=opt.eps * correction, wd=0.0, out=w, **clip)
+        for w, d in zip(weights, decay):
+            w -= d
+
+
+def _scale_to_norm(grads, clip_norm: float) -> None:
+    """Scale `grads` in place by ``min(1, clip_norm / (global norm + 1e-6))``."""
+    squares = [mx.nd.sum(mx.nd.square(g.astype(np.float64))) for g in grads]
+    norm = float(mx.nd.sqrt(mx.nd.add_n(*squares)).asscalar()) if squares else 0.0
+    scale = flux.Optimiser.norm_scale(norm, clip_norm)
+    if scale < 1:
+        for g in grads:
+            g *= scale
 
 
 def _multi(op, weights, grads, moms, lr, **hyper) -> None:

@@ -209,6 +209,11 @@ class OptimiserVariables(OptimiserMirror):
         opt = self.opt
         h64 = dict(zip(self.last, tf.unstack(self.hyper)))
         corrections = getattr(opt, "bias_corrections", None)
+        if opt.clip_norm is not None:         # every gradient scaled by one factor
+            floating = [g for g in grads if g.dtype.is_floating]
+            norm = tf.cast(tf.linalg.global_norm(floating), tf.float64) if floating else 0.0
+            scale = tf.minimum(tf.constant(1.0, tf.float64), h64["clip_norm"] / (norm + 1e-6))
+            grads = [g * tf.cast(scale, g.dtype) if g.dtype.is_floating else g for g in grads]
         ops = []
         for (variable, state), g in zip(slots, grads):
             dt = variable.dtype
@@ -217,7 +222,8 @@ class OptimiserVariables(OptimiserMirror):
                 t = next(s for s in state if s.dtype.is_integer)
                 c1, c2 = corrections(h64, tf.cast(t + 1, tf.float64))
                 h["c1"], h["c2"] = tf.cast(c1, dt), tf.cast(c2, dt)
-            step, new = opt.rule(g, tuple(state), h, sqrt=tf.sqrt)
+            step, new = opt.rule(g, tuple(state), h, sqrt=tf.sqrt, clip=tf.clip_by_value,
+                                 p=variable)
             ops += [s.assign(value) for s, value in zip(state, new)]
             ops.append(variable.assign_sub(step))
         return tf.group(*ops)

@@ -113,7 +113,7 @@ class BackendConformance(TrainingChecks):
     def test_optimiser_matches_numpy(self, case: Case, opt: str):
         self.check_optimiser(case, OPTIMISERS[opt])
 
-    @pytest.mark.parametrize("opt", list(OPTIMISERS))
+    @pytest.mark.parametrize("opt", ["SGD", "Momentum", "ADAM"])
     def test_a_non_finite_gradient_changes_nothing(self, opt: str):
         self.check_nonfinite_gradient(OPTIMISERS[opt])
 

@@ -14,7 +14,10 @@ from ._checks import assert_close, finite_differences
 __all__ = ["TrainingChecks", "OPTIMISERS", "values", "copy_value", "random_like"]
 
 OPTIMISERS = {"SGD": lambda: flux.SGD(0.1), "Momentum": lambda: flux.Momentum(0.05, 0.9),
-              "ADAM": lambda: flux.ADAM(0.01)}
+              "ADAM": lambda: flux.ADAM(0.01),
+              "SGD-clip_value-decay": lambda: flux.SGD(0.1, clip_value=0.05, weight_decay=0.01),
+              "Momentum-clip_norm": lambda: flux.Momentum(0.05, 0.9, clip_norm=0.3),
+              "AdamW-clip_norm": lambda: flux.ADAM(0.01, weight_decay=0.1, clip_norm=0.5)}
 """The optimisers `check_optimiser` runs, by name (each call makes a fresh one)."""
 
 def values(params: dict) -> dict:
