@@ -299,3 +299,34 @@ def test_options_are_part_of_the_settings_a_checkpoint_compares():
     assert flux.ADAM(0.01).settings() == [0.01, 0.9, 0.999, 1e-8]          # unchanged
     assert flux.ADAM(0.01, weight_decay=0.1).settings()[-1] == ["weight_decay", 0.1]
     assert repr(flux.SGD(0.1, clip_norm=1.0)) == "SGD(0.1, clip_norm=1.0)"
+
+
+# -- dtypes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [lambda d: Affine(3, 2, dtype=d),
+                                  lambda d: flux.unroll(flux.Recurrent(3, 2, dtype=d), 4),
+                                  lambda d: flux.unroll(flux.GRU(3, 2, dtype=d), 4),
+                                  lambda d: flux.unroll(flux.LSTM(3, 2, dtype=d), 4)],
+                         ids=["Affine", "Recurrent", "GRU", "LSTM"])
+def test_layers_take_a_dtype_and_compute_in_it(make):
+    model = make(np.float64)
+    assert {p.dtype for p in flux.params(model).values()} == {np.dtype(np.float64)}
+    x = np.ones((2, 4, 3)) if "unroll" in repr(model) else np.ones((2, 3))
+    assert model(x).dtype == np.float64
+    assert flux.train(model, [(x, np.zeros_like(model(x)))], loss=flux.mse)[0] >= 0
+
+
+def test_cast_gives_a_model_another_dtype_and_its_graphs_follow():
+    model = tlp()
+    assert model(X).dtype == np.float32
+    assert flux.cast(model, np.float64) is model
+    assert model(X).dtype == np.float64 and model[0].W.dtype == np.float64
+    with pytest.raises(flux.FluxTypeError, match="floating dtype"):
+        model[0].W.cast(np.int32)
+
+
+def test_assigning_an_array_keeps_the_params_dtype_as_documented():
+    p = flux.param(np.zeros(3))
+    p.value = np.ones(3, np.float64)
+    assert p.dtype == np.float32 and "keeps the Param's dtype" in flux.Param.value.__doc__

@@ -11,7 +11,7 @@ from flux.errors import (BackendError, BackendNotInstalled, FluxError, FluxTypeE
                          FluxValueError, Frame, ShapeError, TraceError)
 from flux.model.param import Param, initn, param, seed
 from flux.model.net import net, set_eager_runner as _set_eager_runner
-from flux.model.walk import params
+from flux.model.walk import cast, params
 from flux.ops.functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log,
                                 flatten, hcat, vcat, sum, mean, reshape, transpose)
 from flux.layers.affine import Affine
@@ -45,7 +45,7 @@ cupy = shorthand("cupy")
 
 __all__ = [
     # models
-    "net", "Param", "param", "params", "initn", "seed", "Affine", "Chain",
+    "net", "Param", "param", "params", "cast", "initn", "seed", "Affine", "Chain",
     # recurrence
     "State", "prev", "Recurrent", "GRU", "GatedRecurrent", "LSTM", "unroll", "unroll1", "flip",
     "seq", "reset",

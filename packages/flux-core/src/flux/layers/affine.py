@@ -13,9 +13,9 @@ from flux.model.param import Param, initn, param
 class Affine:
     """An affine map, y = x W + b, for row-vector inputs.
 
-    ``Affine(in, out, init=initn)`` draws ``W: (in, out)`` and ``b: (out,)`` from `init`;
-    ``Affine(W, b)`` uses the given arrays. A batch ``x: (N, in)`` gives ``(N, out)``; a single
-    point ``x: (in,)`` gives ``(out,)``.
+    ``Affine(in, out, init=initn, dtype=None)`` draws ``W: (in, out)`` and ``b: (out,)`` from
+    `init` (in `dtype`: float32 unless given); ``Affine(W, b)`` uses the given arrays. A batch
+    ``x: (N, in)`` gives ``(N, out)``; a single point ``x: (in,)`` gives ``(out,)``.
 
     >>> import numpy as np
     >>> a = Affine(np.ones((2, 3)), np.zeros(3))
@@ -26,14 +26,14 @@ class Affine:
     W: Param
     b: Param
 
-    def __init__(self, W, b=None, *, init=initn):
+    def __init__(self, W, b=None, *, init=initn, dtype=None):
         if isinstance(W, numbers.Integral) and isinstance(b, numbers.Integral):
             n_in, n_out = int(W), int(b)
             W, b = init(n_in, n_out), init(n_out)
         elif b is None:
             raise FluxTypeError("Affine takes (in, out) sizes or (W, b) arrays; given one argument")
-        self.W = param(W)
-        self.b = param(b)
+        self.W = param(W, dtype)
+        self.b = param(b, dtype)
 
     def __call__(self, x):
         return x @ self.W + self.b         # (N, in) @ (in, out) + (out,) -> (N, out)

@@ -25,11 +25,11 @@ class Recurrent:
     by: Param
     y: State
 
-    def __init__(self, n_in: int, n_out: int, *, init=initn):
-        self.Wxy = param(init(n_in, n_out))
-        self.Wyy = param(init(n_out, n_out))
-        self.by = param(init(n_out))
-        self.y = np.zeros(n_out, np.float32)
+    def __init__(self, n_in: int, n_out: int, *, init=initn, dtype=None):
+        self.Wxy = param(init(n_in, n_out), dtype)
+        self.Wyy = param(init(n_out, n_out), dtype)
+        self.by = param(init(n_out), dtype)
+        self.y = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
         self.y = tanh(x @ self.Wxy + prev(self.y) @ self.Wyy + self.by)   # (N, out)
@@ -62,12 +62,12 @@ class GRU:
     bh: Param
     y: State
 
-    def __init__(self, n_in: int, n_out: int, *, init=initn):
+    def __init__(self, n_in: int, n_out: int, *, init=initn, dtype=None):
         for gate in "ruh":
-            setattr(self, f"Wx{gate}", param(init(n_in, n_out)))
-            setattr(self, f"Wy{gate}", param(init(n_out, n_out)))
-            setattr(self, f"b{gate}", param(init(n_out)))
-        self.y = np.zeros(n_out, np.float32)
+            setattr(self, f"Wx{gate}", param(init(n_in, n_out), dtype))
+            setattr(self, f"Wy{gate}", param(init(n_out, n_out), dtype))
+            setattr(self, f"b{gate}", param(init(n_out), dtype))
+        self.y = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
         y = prev(self.y)
@@ -113,13 +113,13 @@ class LSTM:
     y: State
     state: State
 
-    def __init__(self, n_in: int, n_out: int, *, init=initn):
+    def __init__(self, n_in: int, n_out: int, *, init=initn, dtype=None):
         for gate in "fioc":
-            setattr(self, f"Wx{gate}", param(init(n_in, n_out)))
-            setattr(self, f"Wy{gate}", param(init(n_out, n_out)))
-            setattr(self, f"b{gate}", param(init(n_out)))
-        self.y = np.zeros(n_out, np.float32)
-        self.state = np.zeros(n_out, np.float32)
+            setattr(self, f"Wx{gate}", param(init(n_in, n_out), dtype))
+            setattr(self, f"Wy{gate}", param(init(n_out, n_out), dtype))
+            setattr(self, f"b{gate}", param(init(n_out), dtype))
+        self.y = np.zeros(n_out, dtype or np.float32)
+        self.state = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
         y = prev(self.y)

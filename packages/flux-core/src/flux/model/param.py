@@ -114,9 +114,30 @@ class Param:
 
     @property
     def value(self) -> np.ndarray:
+        """The array. Assigning a new one keeps the Param's dtype (the new array is converted
+        to it, as PyTorch's ``param.data.copy_()`` does): a model computes in its Params'
+        dtype, which its compiled graphs depend on; change it with `cast` (or
+        ``flux.cast(model, dtype)``)."""
         array = self._value
         self._version += 1          # handed out: the caller may write into it in place
         return array
+
+    def cast(self, dtype) -> "Param":
+        """Give the Param the floating `dtype` (its value converted; its gradient cleared);
+        models compute in their Params' dtype, so their graphs are traced again. Returns it.
+
+        >>> p = Param(np.ones(2)); p.cast(np.float64).dtype
+        dtype('float64')
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise FluxTypeError(f"Param.cast takes a floating dtype, found {dtype}")
+        if dtype != self._array.dtype:
+            self._array = self._value.astype(dtype)
+            self._source, self._grad = None, None
+            self._version += 1
+            structure_version.bump()
+        return self
 
     @value.setter
     def value(self, new) -> None:
