@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -101,3 +102,17 @@ def test_pip_resolves_flux_core_by_path_to_known_dependencies(tmp_path):
     assert extras <= EXTRA_DEPENDENCIES | DEPENDENCIES, \
         f"unexpected extra dependencies: {sorted(extras - EXTRA_DEPENDENCIES - DEPENDENCIES)}"
 
+
+
+def test_import_warns_when_the_installed_flux_core_is_pypis_namesake(tmp_path):
+    """Metadata of PyPI's flux-core (0.87) ahead on the path: `import flux` says so."""
+    info = tmp_path / "flux_core-0.87.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flux-core\nVersion: 0.87.3\n")
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), str(PACKAGE / "src")])}
+    run = subprocess.run([sys.executable, "-c", "import flux"],
+                         env=environ, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "version 0.87.3, not this project's" in run.stderr
+    assert "--no-index" in run.stderr

@@ -39,6 +39,28 @@ from flux.train.io import load, save
 
 _set_eager_runner(_compiled_numpy)   # a model called on arrays runs on its NumPy twin
 
+
+def _check_distribution() -> None:
+    """Warn when the installed `flux-core` distribution is not this project's (PyPI hosts an
+    unrelated `flux-core`, whose files would mix with these)."""
+    import importlib.metadata
+    import warnings
+    try:
+        version = importlib.metadata.version("flux-core")
+    except importlib.metadata.PackageNotFoundError:
+        return                       # (running from a source tree)
+    if not version.startswith("0.1."):
+        warnings.warn(FOREIGN.format(version=version), stacklevel=3)
+
+
+FOREIGN = (
+    "the installed flux-core distribution is version {version}, not this project's (0.1.x): "
+    "PyPI's flux-core is an unrelated project that also installs a package named flux. "
+    "Uninstall it (pip uninstall flux-core) and install flux-core from this repository's "
+    "wheels with pip install --no-index --find-links WHEELS flux-core==0.1.0")
+
+_check_distribution()
+
 mxnet = shorthand("mxnet")
 tf = shorthand("tf")
 cupy = shorthand("cupy")
