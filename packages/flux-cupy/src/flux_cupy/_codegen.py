@@ -97,16 +97,14 @@ def _c_literal(value, dtype) -> str:
     return f"(({ctype}){float(value)!r})"
 
 
-def cuda_source(group, name: str, restrict: bool = True) -> str:
+def cuda_source(group, name: str) -> str:
     """The CUDA C++ source of `group`'s kernel, `extern "C"` named `name`: arguments are the
-    group's inputs (const pointers), then its outputs. Without `restrict`, outputs may be
-    inputs (an in-place update: each thread reads its element before writing it)."""
+    group's inputs (const pointers), then its outputs (buffers of the plan, never inputs)."""
     shape = group.shape
     size = int(np.prod(shape, dtype=np.int64))
-    qualifier = " __restrict__" if restrict else ""
-    args = [f"const {C_TYPES[v.aval.dtype]}*{qualifier} in{k}"
+    args = [f"const {C_TYPES[v.aval.dtype]}* __restrict__ in{k}"
             for k, v in enumerate(group.inputs)]
-    args += [f"{C_TYPES[v.aval.dtype]}*{qualifier} out{k}"
+    args += [f"{C_TYPES[v.aval.dtype]}* __restrict__ out{k}"
              for k, v in enumerate(group.outputs)]
     body = [f"const long long n = {size}LL;",
             "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;",

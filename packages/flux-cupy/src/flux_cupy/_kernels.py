@@ -46,9 +46,9 @@ class Kernel:
             self._raw(self._grid, (THREADS,), (*inputs, *outputs))
 
 
-def kernel_for(group, runtime, restrict: bool = True) -> Kernel:
+def kernel_for(group, runtime) -> Kernel:
     """The kernel of `group` (made on first use, shared by groups of the same source)."""
-    body = cuda_source(group, "KERNEL", restrict=restrict)
+    body = cuda_source(group, "KERNEL")
     shapes = (group.shape, tuple(v.aval.shape for v in group.inputs))   # (the NumPy form's)
     name = "flux_" + hashlib.sha1(f"{body}{shapes}".encode()).hexdigest()[:16]
     key = (name, runtime.standin, runtime.device)
