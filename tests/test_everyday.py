@@ -1,5 +1,7 @@
 """Everyday use without surprises (issue 14): what users get wrong is refused up front with an
 error that says what to do, and what users of PyTorch and Keras expect works."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -330,3 +332,14 @@ def test_assigning_an_array_keeps_the_params_dtype_as_documented():
     p = flux.param(np.zeros(3))
     p.value = np.ones(3, np.float64)
     assert p.dtype == np.float32 and "keeps the Param's dtype" in flux.Param.value.__doc__
+
+
+def test_numpy_randomness_drawn_while_tracing_is_reported():
+    """np.random.* inside a forward function runs once, when the graph is traced: flux says
+    so (every call would otherwise silently reuse one mask)."""
+    dropout_by_hand = flux.net(lambda x: x * (np.random.rand(*x.shape) > 0.5))
+    with pytest.warns(RuntimeWarning, match="drawn once.*same values"):
+        dropout_by_hand(np.ones(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flux.net(lambda x: x * 2)(np.ones(4))             # no randomness, no warning

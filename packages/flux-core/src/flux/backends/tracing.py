@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import warnings
 
 import numpy as np
 
@@ -29,6 +30,7 @@ def trace(model, avals, in_tree: Tree, root=None, carry_source=None) -> Graph:
     Model frames and parameter names use attribute paths from `root` (default: `model`);
     stateful unrolled models read their carried hidden state from `carry_source` (a Compiled).
     """
+    drawn = _global_draws()
     with Trace(model_paths(model if root is None else root)) as t:
         if carry_source is not None:
             t.carry = CarriedState(t, carry_source)
@@ -36,7 +38,28 @@ def trace(model, avals, in_tree: Tree, root=None, carry_source=None) -> Graph:
         out = model(*unflatten(in_tree, tracers))
         leaves, out_tree = flatten(out)
         graph = t.graph([x.variable for x in tracers], leaves, in_tree, out_tree)
+    if _global_draws() != drawn:
+        warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model)), RuntimeWarning,
+                      stacklevel=2)
     return graph
+
+
+FROZEN_RANDOMNESS = (
+    "{model} drew random numbers from NumPy's global generator (np.random.rand, "
+    "np.random.normal, ...) while it was traced: they are drawn once, when the graph is "
+    "made, and every call then uses the same values (a frozen mask, frozen noise). Draw them "
+    "outside the model and pass them in as inputs")
+
+
+def _global_draws():
+    """Where NumPy's global (legacy) random generator stands: it moves when np.random.*
+    functions draw from it."""
+    state = np.random.mtrand._rand._bit_generator.state
+    return state["state"]["pos"], int(state["state"]["key"][0])
+
+
+def _name(model) -> str:
+    return model._name if isinstance(model, FunctionModel) else type(model).__name__
 
 
 def model_dtype(model):
