@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flux.backends import backend_error, equation_error, is_basic_index
+from flux.backends import equation_error, first_line, is_basic_index
 from flux.ir import Literal
 from flux.ir import primitives as P
 
@@ -108,21 +108,10 @@ def _memory_error(error, step):
     eqn = step.eqns[0] if isinstance(step, Group) else step
     aval = eqn.outputs[0].aval
     size = aval.size * aval.dtype.itemsize
-    return backend_error("cupy", error, _One(eqn), 0,
-                         message=f"out of memory allocating {size:,} bytes for a result of "
-                                 f"shape {aval.shape} {aval.dtype} ({_first_line(error)})")
-
-
-class _One:
-    """A one-equation stand-in graph for `backend_error`."""
-
-    def __init__(self, eqn):
-        self.eqns = [eqn]
-
-
-def _first_line(error) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    reason = first_line(error) or type(error).__name__
+    return equation_error("cupy", error, eqn,
+                          message=f"out of memory allocating {size:,} bytes for a result of "
+                                  f"shape {aval.shape} {aval.dtype} ({reason})")
 
 
 def _contiguous(xp, x):

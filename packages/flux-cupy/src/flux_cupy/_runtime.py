@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from flux import BackendError, BackendNotInstalled
-from flux.backends import parse_device
+from flux.backends import first_line, parse_device
 
 __all__ = ["Runtime", "open_runtime", "nvrtc_compile", "STANDIN", "NVRTC"]
 
@@ -116,7 +116,8 @@ def open_runtime(device=None, standin=None) -> Runtime:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:          # cudaErrorInsufficientDriver, cudaErrorNoDevice ...
-        raise BackendError(NO_GPU.format(reason=_first_line(error)), trace=[]) from error
+        reason = first_line(error) or type(error).__name__
+        raise BackendError(NO_GPU.format(reason=reason), trace=[]) from error
     if count == 0:
         raise BackendError(NO_GPU.format(reason="CUDA sees no device"), trace=[])
     if index >= count:
@@ -131,8 +132,3 @@ def _device_index(device) -> int:
         raise BackendError(f"cupy backend: device= names a GPU (0, 1, 'gpu:1', 'cuda:0'); "
                            f"found {device!r}", trace=[])
     return parsed.index
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -24,7 +24,8 @@ from flux.backends.compiled import (Compiled, NonFiniteGradient, accumulate, all
                                     as_input_array)
 from flux.backends.devices import Device, parse_device
 from flux.backends.eager import compiled_of
-from flux.backends.errors import backend_error, equation_error, equation_named, op_name
+from flux.backends.errors import (backend_error, equation_error, equation_named, first_line,
+                                  op_name)
 from flux.backends.indexing import flat_positions, is_basic_index
 from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
 from flux.backends.mirrored import MirroredCompiled
@@ -42,6 +43,7 @@ __all__ = [
     "Backend", "hookimpl", "Compiled", "MirroredCompiled", "TrainingStep", "trace",
     "abstract_inputs", "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror",
     "Mirrored", "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
+    "first_line",
     "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",

@@ -12,7 +12,7 @@ import re
 
 from flux.errors import BackendError
 
-__all__ = ["op_name", "equation_named", "equation_error", "backend_error"]
+__all__ = ["op_name", "equation_named", "equation_error", "backend_error", "first_line"]
 
 _NAMED = re.compile(r"(?<![\w.])e(\d+)[/_]")
 
@@ -32,7 +32,8 @@ def equation_named(graph, text: str):
     return None
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+    """The first line of `error`'s message ("" if it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else ""
 
@@ -43,7 +44,7 @@ def equation_error(backend: str, error: Exception, eqn, message: str | None = No
     `message` defaults to the first line of `error`."""
     source = eqn.source
     shapes = ", ".join(str(a.aval) for a in eqn.inputs)
-    text = _first_line(error) if message is None else message
+    text = first_line(error) if message is None else message
     return BackendError(f"{backend} backend: {type(error).__name__} in {eqn.prim.name} "
                         f"({shapes}): {text}\n  at {source.file}:{source.line}",
                         trace=source.frames)
@@ -56,7 +57,7 @@ def backend_error(backend: str, error: Exception, graph, index: int | None = Non
     if index is None:
         index = equation_named(graph, str(error))
     if index is None:
-        text = _first_line(error) if message is None else message
+        text = first_line(error) if message is None else message
         return BackendError(f"{backend} backend: {type(error).__name__}: {text}",
                             trace=_outermost(graph))
     return equation_error(backend, error, graph.eqns[index], message)
