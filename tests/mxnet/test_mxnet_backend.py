@@ -246,6 +246,85 @@ def test_symbol_of_several_inputs_names_them_data0_data1():
 FIT_WARNING = "ignore:Parameters already initialized:UserWarning"   # fit's own init_params
 
 
+@net
+class Slices:
+    """Slices, Nones, Ellipsis and a where on batches: the generic Symbol's index rules."""
+
+    a: Affine
+    input_shape = (6,)
+
+    def __init__(self):
+        self.a = Affine(6, 4)
+
+    def __call__(self, x):
+        h = self.a(x)
+        picked = np.concatenate([h[:, :2] * 2, h[:, None, 3].reshape(-1, 1), h[..., 1:2]], 1)
+        return picked + np.where(h > 0, h, 0.0)[:, ::-1] + h[0]
+
+
+def _forward(sym, arg_params, x):
+    ex = sym.simple_bind(mx.cpu(), grad_req="null", data=x.shape)
+    for name, value in arg_params.items():
+        ex.arg_dict[name][:] = value
+    ex.arg_dict["data"][:] = x
+    return ex.forward(is_train=False)[0].asnumpy()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mlp(3),
+    lambda: unroll(Chain(flux.LSTM(4, 5), Affine(5, 2)), 7, stateful=False),
+    lambda: unroll(flux.GRU(3, 4), 5),
+    lambda: flux.mxnet(unroll(Chain(flux.Recurrent(3, 2), np.tanh), 4, stateful=False)),
+    Slices,
+], ids=["mlp", "lstm-seq", "gru-stateful", "compiled-recurrent", "slices"])
+def test_symbol_without_inputs_serves_every_batch_size(make):
+    m = make()
+    sym, arg_params = flux_mxnet.symbol(m)
+    point = flux.backends.input_shape(m)
+    assert sym.infer_shape(data=(13,) + point)[1][0] == (13,) + flux.infer(m, (1,) + point)[1:]
+    for n in (1, 4, 9):
+        x = f32(n, *point, seed=n)
+        flux.reset(m) if hasattr(m, "stateful") else None
+        np.testing.assert_allclose(_forward(sym, arg_params, x), m(x), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.filterwarnings(FIT_WARNING)
+def test_a_module_of_the_batch_free_symbol_fits_any_batch_size():
+    m = mlp(9)
+    sym, arg_params = flux_mxnet.symbol(m)
+    x = f32(60, 4, seed=1)
+    y = (x[:, 0] > 0).astype(np.float32) + (x[:, 1] > 0)
+    mod = mx.mod.Module(mx.sym.SoftmaxOutput(sym, mx.sym.Variable("label"), name="output"),
+                        label_names=["label"], context=mx.cpu())
+    losses = []
+    for batch in (12, 20, 30):         # one Symbol, bound for each batch size in turn
+        it = mx.io.NDArrayIter(x, y, batch_size=batch, label_name="label")
+        mod.fit(it, num_epoch=3, arg_params=arg_params, optimizer="sgd", force_rebind=True,
+                optimizer_params={"learning_rate": 0.2}, force_init=True)
+        losses.append(mod.score(it, "ce")[0][1])
+        arg_params = mod.get_params()[0]
+    assert losses[0] > losses[1] > losses[2]
+    flux_mxnet.set_params(m, arg_params)
+    np.testing.assert_allclose(flux.softmax(m(x)), mod.predict(it).asnumpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_symbol_without_inputs_says_what_it_needs():
+    @net
+    def centred(x):
+        return x - np.mean(x, axis=0)
+
+    with pytest.raises(flux.FluxValueError, match=r"centred does not determine the shape of "
+                                                  r"its input.*symbol\(model, \(32, 10\)\)"):
+        flux_mxnet.symbol(centred)
+    with pytest.raises(flux.FluxValueError, match="not the same for every batch size") as info:
+        flux_mxnet.symbol(Chain(Affine(3, 2), centred))
+    assert "a mean or count over the batch" in str(info.value)
+    assert any(f.file == __file__ for f in info.value.trace)            # the user's line
+    with pytest.raises(flux.FluxValueError, match="bound for one batch size"):
+        flux_mxnet.module(mlp())
+
+
 @pytest.mark.filterwarnings(FIT_WARNING)
 def test_module_fits_one_epoch_with_an_ndarray_iter():
     m = mlp(6)

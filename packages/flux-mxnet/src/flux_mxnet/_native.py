@@ -6,7 +6,8 @@ import mxnet as mx
 
 import flux
 from flux import FluxValueError
-from flux.backends import abstract_inputs, trace
+from flux.backends import abstract_inputs, free_batch, input_shape, trace
+from flux.backends.free_batch import TRIAL
 
 from ._symbol import nd_array, to_symbol
 
@@ -15,27 +16,50 @@ __all__ = ["symbol", "module", "LOSSES"]
 
 def _built(model, inputs, what):
     """The model's graph for example inputs (shapes as tuples of ints, or arrays), as a
-    Symbol, and its arguments' values by name."""
-    model, avals, tree = abstract_inputs(model, inputs, what)
-    graph = trace(model, avals, tree)
-    built = to_symbol(graph)
+    Symbol, and its arguments' values by name; with no inputs, for every batch size."""
+    free = None
+    if inputs:
+        model, avals, tree = abstract_inputs(model, inputs, what)
+        graph = trace(model, avals, tree)
+    else:
+        model, avals, tree = abstract_inputs(model, ((TRIAL[0],) + _point(model, what),), what)
+        free = free_batch(model, avals, tree, f"flux_mxnet.{what}")
+        graph = free.graph
+    built = to_symbol(graph, free=free)
     arg_params = {name: nd_array(p.peek()) for name, p in zip(built.param_names, graph.param_objs)}
     arg_params.update((name, nd_array(v)) for name, v in built.consts.items())
     return graph, built, arg_params
 
 
+def _point(model, what) -> tuple:
+    point = input_shape(model)
+    if point is None:
+        model = getattr(model, "model", model) if getattr(model, "__flux_compiled__", 0) else model
+        name = getattr(model, "_name", None) or type(model).__name__
+        raise FluxValueError(f"flux_mxnet.{what}: {name} does not determine the shape of its "
+                             f"input (Affine, the recurrent layers, Chains and unrolled models "
+                             f"of them do, as does a model's own input_shape attribute); pass "
+                             f"an example input or its shape, e.g. flux_mxnet.{what}(model, "
+                             f"(32, 10)), for a Symbol of that batch size")
+    return point
+
+
 def symbol(model, *inputs):
-    """``(sym, arg_params)``: `model` as one MXNet Symbol for inputs of these shapes (tuples)
-    or like these arrays.
+    """``(sym, arg_params)``: `model` as one MXNet Symbol, for every batch size or, given
+    example inputs (shapes as tuples, or arrays), for inputs of those shapes.
 
     The model's input is the Variable ``data`` (``data0``, ``data1``, ... for several inputs);
     each Param is one Variable named by its attribute path (``layers[0].W``) and carrying its
     shape; ``arg_params`` maps those names, and those of the constants the graph needs
     (``const0``, index arrays ``e<i>_..._c<j>``: keep them fixed when training), to
-    `mx.nd.NDArray`s of the current values. Several outputs give a grouped Symbol. Like every
-    flux graph, the Symbol is specialised to the given shapes (batch size included);
-    ``sym.infer_shape(data=shape)`` gives what `flux.infer` gives. A stateful unrolled model
-    starts from its initial state; its final state is the outputs after its own.
+    `mx.nd.NDArray`s of the current values. Several outputs give a grouped Symbol.
+
+    With no inputs the point shape comes from the model (`flux.backends.input_shape`: Affine,
+    the recurrent layers, a Chain of them, unrolled models), ``data`` has an unknown (0) batch
+    size and ``sym.infer_shape(data=(n, ...))`` works for any n; a model whose graph depends
+    on its batch size otherwise (a mean over the batch) is refused, naming the line. Given
+    inputs, the Symbol is specialised to their shapes, batch size included. A stateful unrolled
+    model starts from its initial state; its final state is the outputs after its own.
     """
     _, built, arg_params = _built(model, inputs, "symbol")
     if not built.symbols:
@@ -67,6 +91,9 @@ def module(model, *inputs, loss="mse", label_name="label", context=None, **optio
 
     The module is bound for the given input shapes (the batch size of its iterators).
     """
+    if not inputs:
+        raise FluxValueError("module: a Module is bound for one batch size: pass example "
+                             "inputs or their shapes, e.g. flux_mxnet.module(model, (32, 10))")
     graph, built, arg_params = _built(model, inputs, "module")
     if len(built.symbols) != 1 or len(graph.outputs) != 1:
         raise FluxValueError(f"module: the model must have one output (found "

@@ -15,8 +15,8 @@ from __future__ import annotations
 import mxnet as mx
 import numpy as np
 
-from flux import FluxTypeError
-from flux.backends import flat_positions, op_name
+from flux import FluxTypeError, FluxValueError
+from flux.backends import flat_positions, is_basic_index, op_name, strided
 from flux.ir import Literal
 from flux.ir import primitives as P
 
@@ -87,6 +87,24 @@ class Rule:
         self.name = f"{op_name(index)}_{eqn.prim.name}"
         self._built = built
         self._count = 0
+        self._free = built.free
+
+    def batch(self, atom) -> tuple:
+        """The batch axes of `atom` in a batch-generic Symbol (see `flux.backends.FreeBatch`)."""
+        return () if self._free is None or isinstance(atom, Literal) else self._free.axes(atom)
+
+    def not_free(self, what: str):
+        source = self.eqn.source
+        where = "" if source.frames else f" at {source.file}:{source.line}"
+        return FluxValueError(f"flux_mxnet.symbol: {what} ({self.eqn.prim.name}{where}) has no "
+                              f"MXNet form for every batch size; pass example inputs for a "
+                              f"Symbol of one batch size", trace=source.frames)
+
+    def target(self, shape, batch=()) -> tuple:
+        """A reshape's MXNet target: -1 (inferred) at the batch axis of a free batch."""
+        if len(batch) > 1:
+            raise self.not_free("a reshape to two batch-sized axes")
+        return tuple(-1 if i in batch else d for i, d in enumerate(shape)) or (1,)
 
     def sub(self, tag: str) -> str:
         """A fresh operator name for a helper operator of this equation."""
@@ -101,15 +119,32 @@ class Rule:
         return S.full(shape=mx_shape(shape), val=float(value), dtype=mx_dtype(dtype),
                       name=self.sub("full"))
 
-    def broadcast(self, x, from_shape, to_shape):
-        """`x` broadcast from flux shape `from_shape` to `to_shape` (equal rank on MXNet's side)."""
+    def broadcast(self, x, from_shape, to_shape, from_batch=(), to_batch=()):
+        """`x` broadcast from flux shape `from_shape` to `to_shape` (equal rank on MXNet's side);
+        the batch axes of each, with a free batch, are kept or grown like the graph's input."""
         from_shape, to_shape = tuple(from_shape), tuple(to_shape)
-        if from_shape == to_shape:
+        if from_shape == to_shape and tuple(from_batch) == tuple(to_batch):
             return x
-        padded = (1,) * (len(to_shape) - len(from_shape)) + from_shape
-        if mx_shape(padded) != mx_shape(from_shape):
-            x = S.reshape(x, shape=mx_shape(padded), name=self.sub("pad"))
-        return S.broadcast_to(x, shape=mx_shape(to_shape), name=self.sub("bc"))
+        k = len(to_shape) - len(from_shape)
+        padded = (1,) * k + from_shape
+        if not to_batch:
+            if mx_shape(padded) != mx_shape(from_shape):
+                x = S.reshape(x, shape=mx_shape(padded), name=self.sub("pad"))
+            return S.broadcast_to(x, shape=mx_shape(to_shape), name=self.sub("bc"))
+        if not from_shape:        # MXNet's (1,)
+            x = S.reshape(x, shape=padded, name=self.sub("pad"))
+        for _ in range(k if from_shape else 0):
+            x = S.expand_dims(x, axis=0, name=self.sub("pad"))
+        grow = tuple(a for a in to_batch if a - k not in from_batch)
+        if grow:
+            source, axis = self._built.batch_source
+            x = S.broadcast_like(x, source, lhs_axes=grow, rhs_axes=(axis,) * len(grow),
+                                 name=self.sub("like"))
+        if any(d != p for a, (d, p) in enumerate(zip(to_shape, padded)) if a not in to_batch):
+            x = S.broadcast_to(x, shape=tuple(0 if a in to_batch else d
+                                              for a, d in enumerate(to_shape)),
+                               name=self.sub("bc"))
+        return x
 
 
 # -- the rules: (rule context, input symbols..., **eqn attrs) -> symbol --------------------------
@@ -154,22 +189,27 @@ def _convert(r, x, *, dtype):
 
 
 def _where(r, c, x, y):
-    shape = r.eqn.outputs[0].aval.shape
-    c, x, y = (r.broadcast(s, a.aval.shape, shape) for s, a in zip((c, x, y), r.eqn.inputs))
+    out = r.eqn.outputs[0]
+    c, x, y = (r.broadcast(s, a.aval.shape, out.aval.shape, r.batch(a), r.batch(out))
+               for s, a in zip((c, x, y), r.eqn.inputs))
     return S.where(c, x, y, name=r.name)
 
 
 def _matmul(r, a, b):
     """NumPy matmul (rank >= 2, broadcast batch axes) with dot and batch_dot."""
-    (sa, sb), out = (x.aval.shape for x in r.eqn.inputs), r.eqn.outputs[0].aval.shape
+    (ia, ib), product = r.eqn.inputs, r.eqn.outputs[0]
+    (sa, sb), out = (ia.aval.shape, ib.aval.shape), r.target(product.aval.shape, r.batch(product))
     if len(sa) == len(sb) == 2:
         return S.dot(a, b, name=r.name)
-    if len(sb) == 2:                         # (..., m, k) @ (k, n): one big product
+    if len(sb) == 2 and not r.batch(ib):     # (..., m, k) @ (k, n): one big product
         a2 = S.reshape(a, shape=(-1, sa[-1]), name=r.sub("fold"))
         return S.reshape(S.dot(a2, b, name=r.name), shape=out, name=r.sub("unfold"))
-    batch = out[:-2]
-    a = r.broadcast(a, sa, batch + sa[-2:])
-    b = r.broadcast(b, sb, batch + sb[-2:])
+    n = len(product.aval.shape) - 2
+    if any(d >= len(s) - 2 for v, s in ((ia, sa), (ib, sb)) for d in r.batch(v)):
+        raise r.not_free("a matrix product over a batch-sized axis")
+    batch, axes = product.aval.shape[:n], tuple(d for d in r.batch(product) if d < n)
+    a = r.broadcast(a, sa, batch + sa[-2:], r.batch(ia), axes)
+    b = r.broadcast(b, sb, batch + sb[-2:], r.batch(ib), axes)
     a3 = S.reshape(a, shape=(-1,) + sa[-2:], name=r.sub("fold"))
     b3 = S.reshape(b, shape=(-1,) + sb[-2:], name=r.sub("fold"))
     return S.reshape(S.batch_dot(a3, b3, name=r.name), shape=out, name=r.sub("unfold"))
@@ -192,7 +232,18 @@ def _index_array(positions: np.ndarray) -> np.ndarray:
 
 
 def _getitem(r, x, *, index):
-    """Any static index as one gather from the flattened value."""
+    """Any static index as one gather from the flattened value; with a free batch, a basic
+    index as one slice (and a reshape)."""
+    if r.batch(r.eqn.inputs[0]):
+        if not is_basic_index(index):
+            raise r.not_free("indexing a batch with an array")
+        slices, dropped, inserted = strided(r.eqn.inputs[0].aval.ndim, index)
+        x = S.slice(x, begin=tuple(s.start for s in slices), end=tuple(s.stop for s in slices),
+                    step=tuple(s.step for s in slices), name=r.name)
+        out = r.eqn.outputs[0]
+        if dropped or inserted:      # ints drop axes, Nones insert them: one reshape
+            x = S.reshape(x, shape=r.target(out.aval.shape, r.batch(out)), name=r.sub("shape"))
+        return x
     positions = flat_positions(r.eqn.inputs[0].aval.shape, index)
     flat = S.reshape(x, shape=(-1,), name=r.sub("flat"))
     ids = r.const(_index_array(positions.reshape(mx_shape(positions.shape))))
@@ -201,6 +252,8 @@ def _getitem(r, x, *, index):
 
 def _index_add(r, g, *, index, shape):
     """zeros(shape) with g added at [index]: repeated positions summed first, then one scatter."""
+    if r.batch(r.eqn.outputs[0]):
+        raise r.not_free("a gradient of indexing")
     positions = flat_positions(shape, index).ravel()
     g = S.reshape(g, shape=(-1,), name=r.sub("flat"))
     unique, inverse = np.unique(positions, return_inverse=True)
@@ -235,8 +288,10 @@ RULES = {
     P.matmul_p: _matmul,
     P.reduce_sum_p: _reduce(S.sum),
     P.reduce_max_p: _reduce(S.max),
-    P.broadcast_to_p: lambda r, x, *, shape: r.broadcast(x, r.eqn.inputs[0].aval.shape, shape),
-    P.reshape_p: lambda r, x, *, shape: S.reshape(x, shape=mx_shape(shape), name=r.name),
+    P.broadcast_to_p: lambda r, x, *, shape: r.broadcast(
+        x, r.eqn.inputs[0].aval.shape, shape, r.batch(r.eqn.inputs[0]), r.batch(r.eqn.outputs[0])),
+    P.reshape_p: lambda r, x, *, shape: S.reshape(
+        x, shape=r.target(shape, r.batch(r.eqn.outputs[0])), name=r.name),
     P.transpose_p: lambda r, x, *, perm: S.transpose(x, axes=tuple(perm), name=r.name),
     P.concatenate_p: lambda r, *xs, axis: S.concat(*xs, dim=axis, num_args=len(xs), name=r.name),
     P.getitem_p: _getitem,
@@ -268,7 +323,8 @@ class GraphSymbol:
     FullyConnected weights in inference executors, which then miss changed weights.
     """
 
-    def __init__(self, graph, fuse_affine=False):
+    def __init__(self, graph, fuse_affine=False, free=None):
+        self.free = free
         self.input_names = input_names(len(graph.inputs))
         self.param_names = param_names(graph)
         self.consts: dict[str, np.ndarray] = {}
@@ -277,7 +333,11 @@ class GraphSymbol:
         env = {}
         for var, name in zip(graph.inputs + graph.param_vars,
                              self.input_names + self.param_names):
-            env[var] = self._variable(name, var.aval.shape, var.aval.dtype)
+            batch = free.axes(var) if free is not None else ()
+            shape = tuple(0 if a in batch else d for a, d in enumerate(var.aval.shape))
+            env[var] = self._variable(name, shape, var.aval.dtype)   # 0: MXNet's unknown size
+            if batch and not hasattr(self, "batch_source"):
+                self.batch_source = env[var], batch[0]
         for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
             env[var] = self.add_const(f"const{i}", np.asarray(value))
         fused = _affine_adds(graph) if fuse_affine else {}
@@ -367,6 +427,7 @@ def _affine(index, matmul, bias, env):
                             num_hidden=bias.aval.shape[-1], flatten=False, name=name)
 
 
-def to_symbol(graph, fuse_affine=False) -> GraphSymbol:
-    """`graph` as one MXNet Symbol (see `GraphSymbol`)."""
-    return GraphSymbol(graph, fuse_affine)
+def to_symbol(graph, fuse_affine=False, free=None) -> GraphSymbol:
+    """`graph` as one MXNet Symbol (see `GraphSymbol`); for every batch size when `free` (a
+    `flux.backends.FreeBatch` of `graph`) is given."""
+    return GraphSymbol(graph, fuse_affine, free)

@@ -12,7 +12,9 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   keeps them (training steps and updates run on the backend between sync and hand-back);
 - errors: `backend_error`, `equation_error`, `op_name`/`equation_named` (a backend exception
   as a `flux.BackendError` at the user's line); `user_facing`;
-- small helpers: `parse_device`, `flat_positions`, `is_basic_index`;
+- graphs for any batch size: `free_batch` (a `FreeBatch`: the graph with its batch axes
+  marked, for MXNet's shape-generic Symbols and ONNX's dynamic batch) and `input_shape`;
+- small helpers: `parse_device`, `flat_positions`, `is_basic_index`, `strided`;
 - the registry and the built-in NumPy backend (`NUMPY`).
 
 This module is also callable: ``flux.backends()`` lists the installed backends' names.
@@ -26,13 +28,15 @@ from flux.backends.devices import Device, parse_device
 from flux.backends.eager import compiled_of
 from flux.backends.errors import (backend_error, equation_error, equation_named, first_line,
                                   op_name)
-from flux.backends.indexing import flat_positions, is_basic_index
+from flux.backends.free_batch import FreeBatch, free_batch
+from flux.backends.indexing import flat_positions, is_basic_index, strided
 from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
 from flux.backends.mirrored import MirroredCompiled
 from flux.backends.numpy import NUMPY
 from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, PluginWarning,
                                     backends, compile, shorthand)
 from flux.backends.tracing import abstract_inputs, model_dtype, trace
+from flux.model.walk import input_shape
 from flux.backends.training import TrainingStep
 from flux.backends.contract import Backend, hookimpl
 from flux.ir.pytree import flatten, flatten_args, unflatten
@@ -44,7 +48,8 @@ __all__ = [
     "abstract_inputs", "model_dtype", "flatten", "flatten_args", "unflatten", "ParamMirror",
     "Mirrored", "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
     "first_line",
-    "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "NUMPY",
+    "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "strided",
+    "NUMPY", "FreeBatch", "free_batch", "input_shape",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
     "all_finite",

@@ -258,7 +258,9 @@ class Trace:
     # recording
 
     def _fold(self, prim: Primitive, atoms, attrs):
-        """Compute now an equation whose inputs are all constants (its shape rule has passed)."""
+        """Compute now an equation whose inputs are all constants (its shape rule has passed)
+        and whose result is no bigger than they are: a constant broadcast to a batch stays an
+        equation, so that graphs need no batch-sized constants (see `free_batch`)."""
         values = [a.value if isinstance(a, Literal) else self._const_values_by_var[id(a)]
                   for a in atoms]
         aval = prim.abstract_eval(*(a.aval for a in atoms), **attrs)[0]
@@ -288,8 +290,9 @@ class Trace:
                 error.message += f"\n  at {source.file}:{source.line}"
             raise error.with_traceback(None) from None
         if not prim.multiple_results and all(
-                isinstance(a, Literal) or id(a) in self._const_values_by_var for a in atoms):
-            return self._fold(prim, atoms, attrs)
+                isinstance(a, Literal) or id(a) in self._const_values_by_var for a in atoms) \
+                and avals[0].size <= max((a.aval.size for a in atoms), default=avals[0].size):
+            return self._fold(prim, atoms, attrs)      # (a broadcast to more stays an equation)
         outs = [Var(aval) for aval in avals]
         if self.log is not None:
             self.log.taint(atoms, outs)

@@ -38,6 +38,11 @@ class Affine:
     def __call__(self, x):
         return x @ self.W + self.b         # (N, in) @ (in, out) + (out,) -> (N, out)
 
+    @property
+    def input_shape(self) -> tuple:
+        """``(in,)``: the shape of one input point (see `flux.model.walk.input_shape`)."""
+        return tuple(self.W.shape[:1])
+
     def __repr__(self) -> str:
         n_in, n_out = self.W.shape
         return f"Affine({n_in}, {n_out})"

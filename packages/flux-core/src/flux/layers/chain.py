@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flux.errors import FluxTypeError
 from flux.model.net import net, _short_repr
+from flux.model.walk import input_shape
 
 
 @net
@@ -32,6 +33,11 @@ class Chain:
         for layer in self.layers:
             x = layer(x)
         return x
+
+    @property
+    def input_shape(self):
+        """The input shape of the first link, where it determines one (else None)."""
+        return input_shape(self.layers[0]) if self.layers else None
 
     def __getitem__(self, index):
         if isinstance(index, slice):

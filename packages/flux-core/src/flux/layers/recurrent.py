@@ -35,6 +35,9 @@ class Recurrent:
         self.y = tanh(x @ self.Wxy + prev(self.y) @ self.Wyy + self.by)   # (N, out)
         return self.y
 
+    input_shape = property(lambda self: tuple(self.Wxy.shape[:1]),
+                           doc="``(in,)``: the shape of one input point.")
+
     def __repr__(self) -> str:
         return f"Recurrent({self.Wxy.shape[0]}, {self.Wxy.shape[1]})"
 
@@ -76,6 +79,9 @@ class GRU:
         candidate = tanh(x @ self.Wxh + (reset * y) @ self.Wyh + self.bh)
         self.y = (1 - update) * candidate + update * y
         return self.y
+
+    input_shape = property(lambda self: tuple(self.Wxr.shape[:1]),
+                           doc="``(in,)``: the shape of one input point.")
 
     def __repr__(self) -> str:
         return f"GRU({self.Wxr.shape[0]}, {self.Wxr.shape[1]})"
@@ -132,6 +138,9 @@ class LSTM:
         self.state = forget * prev(self.state) + input * state_
         self.y = output * tanh(self.state)
         return self.y
+
+    input_shape = property(lambda self: tuple(self.Wxf.shape[:1]),
+                           doc="``(in,)``: the shape of one input point.")
 
     def __repr__(self) -> str:
         return f"LSTM({self.Wxf.shape[0]}, {self.Wxf.shape[1]})"

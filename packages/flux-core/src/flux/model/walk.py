@@ -12,12 +12,24 @@ import numpy as np
 
 from flux.model.param import Param
 
-__all__ = ["is_model", "field_names", "children", "walk", "params", "model_paths", "cast"]
+__all__ = ["is_model", "field_names", "children", "walk", "params", "model_paths", "cast",
+           "input_shape"]
 
 
 def is_model(obj) -> bool:
     """True for instances of `@net` classes and for `net`-wrapped functions."""
     return getattr(type(obj), "__flux_model__", False)
+
+
+def input_shape(model):
+    """The shape of one input point `model` takes (no batch axis) where the model determines
+    it: its ``input_shape`` attribute (Affine and the recurrent layers by their weights, a Chain
+    by its first link, unrolled models by theirs; any @net class may define one), else None.
+    A compiled model answers for its model."""
+    if getattr(model, "__flux_compiled__", False):
+        model = model.model
+    shape = getattr(model, "input_shape", None)
+    return tuple(int(d) for d in shape) if isinstance(shape, tuple) else None
 
 
 def field_names(obj) -> list[str]:

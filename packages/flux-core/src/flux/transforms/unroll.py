@@ -26,7 +26,7 @@ from flux.ir.pytree import flatten, unflatten
 from flux.ir.trace import Tracer, current_trace
 from flux.model.net import FunctionModel, call_model
 from flux.model.state import StateVar, TimeStep, current_time_step
-from flux.model.walk import is_model, walk
+from flux.model.walk import input_shape, is_model, walk
 from flux.ops import numpy_api as api
 from flux.transforms.carry import Carrier, carried_state
 
@@ -211,6 +211,12 @@ class Unrolled(Carrier):
         return (f"unroll({self.model!r}, {self.n}, stateful={self.stateful}, "
                 f"seq={self.seq})")
 
+    @property
+    def input_shape(self):
+        """One sequence ``(n, features...)`` (``seq=False``: one point), from the model's."""
+        inner = input_shape(self.model)
+        return None if inner is None else ((self.n,) + inner if self.seq else inner)
+
     def __call__(self, *args):
         return call_model(self, self._forward, args, {}, "Unrolled")
 
@@ -256,6 +262,8 @@ class Unroll1(Carrier):
     def initial_states(self) -> tuple:
         """The initial value of each State field (declaration order), as arrays."""
         return tuple(np.array(v.initial) for v in state_vars(self.model))
+
+    input_shape = property(lambda self: input_shape(self.model), doc="The model's.")
 
     def __call__(self, *args):
         return call_model(self, self._forward, args, {}, "Unroll1")
@@ -303,6 +311,8 @@ class Flipped:
 
     def __repr__(self) -> str:
         return f"flip({self.model!r})"
+
+    input_shape = property(lambda self: input_shape(self.model), doc="The model's.")
 
     def __call__(self, *args):
         return call_model(self, self._forward, args, {}, "Flipped")
