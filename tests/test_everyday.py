@@ -338,8 +338,15 @@ def test_numpy_randomness_drawn_while_tracing_is_reported():
     """np.random.* inside a forward function runs once, when the graph is traced: flux says
     so (every call would otherwise silently reuse one mask)."""
     dropout_by_hand = flux.net(lambda x: x * (np.random.rand(*x.shape) > 0.5))
-    with pytest.warns(RuntimeWarning, match="drawn once.*same values"):
+    before = np.random.get_state()
+    with pytest.warns(RuntimeWarning, match="drawn once.*same values") as caught:
         dropout_by_hand(np.ones(4))
+    line = dropout_by_hand.fn.__code__.co_firstlineno
+    assert f"{__file__}:{line}, the first operation after the draw" in str(caught[0].message)
+    after = np.random.get_state()
+    np.random.set_state(before)
+    np.random.rand(4)           # what the trace drew; finding the line drew no more
+    assert np.array_equal(np.random.get_state()[1], after[1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         flux.net(lambda x: x * 2)(np.ones(4))             # no randomness, no warning

@@ -16,7 +16,7 @@ from flux.data.batching import unwrap
 from flux.errors import FluxTypeError
 from flux.ir.graph import Aval, Graph
 from flux.ir.pytree import Tree, flatten, flatten_args, unflatten
-from flux.ir.trace import Trace
+from flux.ir.trace import Trace, global_draws
 from flux.model.net import FunctionModel
 from flux.model.walk import is_model, model_paths, params
 from flux.transforms.carry import CarriedState
@@ -30,32 +30,49 @@ def trace(model, avals, in_tree: Tree, root=None, carry_source=None) -> Graph:
     Model frames and parameter names use attribute paths from `root` (default: `model`);
     stateful unrolled models read their carried hidden state from `carry_source` (a Compiled).
     """
-    drawn = _global_draws()
+    drawn = global_draws()
+    graph, _ = _traced(model, avals, in_tree, root, carry_source)
+    if global_draws() != drawn:
+        warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model),
+                                               where=_first_draw(model, avals, in_tree, root,
+                                                                 carry_source)),
+                      RuntimeWarning, stacklevel=2)
+    return graph
+
+
+def _traced(model, avals, in_tree, root, carry_source, watch_draws=None):
     with Trace(model_paths(model if root is None else root)) as t:
+        t.watch_draws = watch_draws
         if carry_source is not None:
             t.carry = CarriedState(t, carry_source)
         tracers = [t.new_input(aval) for aval in avals]
         out = model(*unflatten(in_tree, tracers))
         leaves, out_tree = flatten(out)
-        graph = t.graph([x.variable for x in tracers], leaves, in_tree, out_tree)
-    if _global_draws() != drawn:
-        warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model)), RuntimeWarning,
-                      stacklevel=2)
-    return graph
+        return t.graph([x.variable for x in tracers], leaves, in_tree, out_tree), t
 
 
 FROZEN_RANDOMNESS = (
     "{model} drew random numbers from NumPy's global generator (np.random.rand, "
-    "np.random.normal, ...) while it was traced: they are drawn once, when the graph is "
-    "made, and every call then uses the same values (a frozen mask, frozen noise). Draw them "
-    "outside the model and pass them in as inputs")
+    "np.random.normal, ...) while it was traced{where}: they are drawn once, when the graph "
+    "is made, and every call then uses the same values (a frozen mask, frozen noise). Draw "
+    "them outside the model and pass them in as inputs")
 
 
-def _global_draws():
-    """Where NumPy's global (legacy) random generator stands: it moves when np.random.*
-    functions draw from it."""
-    state = np.random.mtrand._rand._bit_generator.state
-    return state["state"]["pos"], int(state["state"]["key"][0])
+def _first_draw(model, avals, in_tree, root, carry_source) -> str:
+    """" (at file:line)" of the first operation after a draw, found by tracing again while
+    watching the generator (its state is put back after: the user's draws are unchanged)."""
+    saved = np.random.get_state()
+    try:
+        _, t = _traced(model, avals, in_tree, root, carry_source, watch_draws=global_draws())
+    except Exception:       # the first trace succeeded; without a line the warning still helps
+        return ""
+    finally:
+        np.random.set_state(saved)
+    source = t.first_draw
+    if source is None:
+        return ""
+    where = source.frames[0] if source.frames else f"at {source.file}:{source.line}"
+    return f" ({where}, the first operation after the draw)"
 
 
 def _name(model) -> str:

@@ -198,6 +198,8 @@ class Trace:
         self.time_step = None       # the TimeStep of the recurrence being traced, if any
         self.log = None             # a CallLog while flux.shapes records calls (tolerant)
         self.carry = None           # the CarriedState of stateful unrolled models, if any
+        self.watch_draws = None     # NumPy's global generator state, while looking for draws
+        self.first_draw: Source | None = None     # where the first draw was then seen
         self._outer = None
 
     def __enter__(self) -> "Trace":
@@ -275,6 +277,9 @@ class Trace:
         return capture(self.calls, skip=2)
 
     def bind(self, prim: Primitive, args, attrs):
+        if self.watch_draws is not None and self.first_draw is None \
+                and global_draws() != self.watch_draws:
+            self.first_draw = self.source()          # the first operation after a draw
         atoms = [self.atom(a) for a in args]
         try:
             avals = prim.abstract_eval(*(a.aval for a in atoms), **attrs)
@@ -314,3 +319,10 @@ class Trace:
 
 
 __all__ = ["Primitive", "Tracer", "Trace", "bind", "current_trace"]
+
+
+def global_draws():
+    """Where NumPy's global (legacy) random generator stands: it moves when np.random.*
+    functions draw from it (reading it costs ~80 µs, so traces look only when told to)."""
+    state = np.random.mtrand._rand._bit_generator.state
+    return state["state"]["pos"], int(state["state"]["key"][0])
