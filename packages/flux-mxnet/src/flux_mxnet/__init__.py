@@ -5,9 +5,9 @@ model's graphs as MXNet executors; `flux.train`/`flux.update` run MXNet's backwa
 optimiser operators on one shared NDArray per Param (`ParamStore`); `symbol` and `module` hand
 the model to MXNet's own API (Module, its optimisers and kvstores).
 
-Modules: `_symbol` (a graph as one Symbol: the lowering table), `_compiled` (bound executors,
-the shared Param arrays, `MXNetCompiled`), `_training` (flux's optimisers as MXNet's update
-operators), `_native` (`symbol`, `module`, `set_params`).
+Modules: `_rules` (the lowering table), `_symbol` (a graph as one Symbol), `_compiled` (bound
+executors, the shared Param arrays, `MXNetCompiled`), `_training` (flux's optimisers as MXNet's
+update operators), `_native` (`symbol`, `module`, `set_params`).
 """
 from __future__ import annotations
 

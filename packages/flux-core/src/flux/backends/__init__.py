@@ -14,7 +14,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   as a `flux.BackendError` at the user's line); `user_facing`;
 - graphs for any batch size: `free_batch` (a `FreeBatch`: the graph with its batch axes
   marked, for MXNet's shape-generic Symbols and ONNX's dynamic batch) and `input_shape`;
-- small helpers: `parse_device`, `flat_positions`, `is_basic_index`, `strided`;
+- small helpers: `parse_device`, `flat_positions`, `is_basic_index`, `strided`,
+  `affine_adds` (where a graph computes ``x @ W + b``, for backends that fuse it);
 - the registry and the built-in NumPy backend (`NUMPY`).
 
 This module is also callable: ``flux.backends()`` lists the installed backends' names.
@@ -33,6 +34,7 @@ from flux.backends.indexing import flat_positions, is_basic_index, strided
 from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
 from flux.backends.mirrored import MirroredCompiled
 from flux.backends.numpy import NUMPY
+from flux.backends.patterns import affine_adds
 from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, PluginWarning,
                                     backends, compile, shorthand)
 from flux.backends.tracing import abstract_inputs, model_dtype, trace
@@ -49,7 +51,7 @@ __all__ = [
     "Mirrored", "OptimiserMirror", "backend_error", "equation_error", "equation_named", "op_name",
     "first_line",
     "user_facing", "Device", "parse_device", "flat_positions", "is_basic_index", "strided",
-    "NUMPY", "FreeBatch", "free_batch", "input_shape",
+    "NUMPY", "FreeBatch", "free_batch", "input_shape", "affine_adds",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
     "all_finite",

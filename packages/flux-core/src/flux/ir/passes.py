@@ -90,3 +90,4 @@ CHECK_GRAPHS = os.environ.get("FLUX_CHECK_GRAPHS", "") not in ("", "0")
 
 def maybe_check(graph: Graph) -> Graph:
     return check_graph(graph) if CHECK_GRAPHS else graph
+
