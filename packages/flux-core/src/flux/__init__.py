@@ -14,6 +14,7 @@ from flux.model.net import net, set_eager_runner as _set_eager_runner
 from flux.model.walk import cast, params
 from flux.ops.functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, exp, log,
                                 flatten, hcat, vcat, sum, mean, reshape, transpose)
+from flux.ops.windows import avg_pool, conv, max_pool
 from flux.layers.affine import Affine
 from flux.layers.chain import Chain
 from flux.layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
@@ -75,7 +76,7 @@ __all__ = [
     "Batch", "Seq", "rawbatch", "batchone", "batches", "seqs", "chunk", "rpad",
     # functions
     "σ", "sigmoid", "relu", "tanh", "softmax", "logsoftmax", "exp", "log", "flatten", "hcat",
-    "vcat", "sum", "mean", "reshape", "transpose",
+    "vcat", "sum", "mean", "reshape", "transpose", "conv", "max_pool", "avg_pool",
     # training
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
     "TrainingState", "EarlyStopping", "lr_schedule", "step_decay", "exponential_decay",

@@ -324,6 +324,34 @@ def getitem(x, index):
     return P.getitem_p(x, index=tuple(clean))
 
 
+def take(a, indices, axis=None, out=None, mode="raise"):
+    """np.take: constant indices are static indexing; traced ones a gather (`take_p`), with
+    negative indices counted from the end as NumPy does (``mode="clip"`` clips instead)."""
+    _no_out(out, "take")
+    a = _as_tracer_or_array(a)
+    if axis is None:
+        a, axis = reshape(a, (-1,)), 0
+    axis = _axes(axis, a.ndim, "take")[0]
+    indices = lift(indices)
+    if mode not in ("raise", "clip"):
+        raise TraceError(f"np.take(mode={mode!r}) has no translation; use 'raise' or 'clip'")
+    if not isinstance(indices, Tracer):
+        static = np.asarray(indices)
+        if static.dtype.kind not in "iu":
+            raise TraceError(f"np.take takes integer indices, found {static.dtype}")
+        if mode == "clip":
+            static = np.clip(static, 0, a.shape[axis] - 1)
+        return getitem(a, (slice(None),) * axis + (static,))
+    if indices.dtype.kind not in "iu":
+        raise TraceError(f"np.take takes integer indices, found {indices.dtype}")
+    n = a.shape[axis]
+    if mode == "clip":
+        indices = clip(indices, 0, n - 1)
+    elif indices.dtype.kind == "i":
+        indices = where(indices < 0, indices + n, indices)
+    return P.take_p(a, indices, axis=axis)
+
+
 # -- dispatch tables ----------------------------------------------------------------------------
 
 UFUNCS = {p.impl: translation(p) for p in P.ELEMENTWISE if isinstance(p.impl, np.ufunc)}
@@ -351,7 +379,7 @@ FUNCTIONS = {
     np.squeeze: squeeze, np.expand_dims: expand_dims, np.broadcast_to: broadcast_to,
     np.concatenate: concatenate, np.stack: stack, np.hstack: hstack, np.vstack: vstack,
     np.where: where, np.clip: clip, np.zeros_like: zeros_like, np.ones_like: ones_like,
-    np.full_like: full_like, np.shape: shape, np.ndim: ndim, np.size: size,
+    np.full_like: full_like, np.shape: shape, np.ndim: ndim, np.size: size, np.take: take,
 }
 
 

@@ -2,9 +2,11 @@
 `flux.ir.PRIMITIVES`, each a tiny ``net(lambda ...)`` model whose graph contains that
 primitive, written through the NumPy API or flux's functions wherever users can reach it.
 
-Two primitives are not reachable from user code and are bound directly: ``stop_gradient``
-(used inside softmax, where it cannot change the gradient) and ``index_add`` (the gradient of
-indexing). A case's graph, or its gradient graph, must contain its primitive; the kit checks
+Primitives not reachable from user code are bound directly: ``stop_gradient`` (used inside
+softmax, where it cannot change the gradient) and the gradients ``index_add``,
+``conv_input_grad``, ``conv_filter_grad``, ``window_max_grad``, ``window_sum_grad`` and
+``take_grad`` (their references are the loops of `_window_references`). A case's graph, or
+its gradient graph, must contain its primitive; the kit checks
 both that and that every primitive has a case.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import flux
 from flux.ir import primitives as P
 
+from . import _window_references as W
 from ._cases import fn
 from ._references import normals, positive, positives, randn, relu, sigmoid
 
@@ -59,6 +62,25 @@ def _tie_max(x, y):
 
 def _tie_min(x, y):
     return np.where(x < y, x, np.where(x > y, y, (x + y) / 2))
+
+
+# convolution: 2-D, strided, padded unevenly, dilated, two groups
+CONV = dict(strides=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2), groups=2)
+POOL = dict(window=(3, 2), strides=(2, 1), padding=((1, 1), (0, 1)))
+
+
+def _indices(rng):
+    """A (4, 3) table and (2, 4) row indices into it, with repeats."""
+    return randn(rng, 4, 3), np.array([[0, 2, 2, 3], [1, 0, 3, 2]])
+
+
+def _rows(g_shape):
+    return lambda rng: (randn(rng, *g_shape), np.array([[0, 2, 2, 3], [1, 0, 3, 2]]))
+
+
+def _whole(i):
+    """Indices as the integers they are (finite differences hand them over as floats)."""
+    return np.rint(i).astype(np.int64)
 
 
 PRIMITIVE_CASES = [
@@ -117,5 +139,32 @@ PRIMITIVE_CASES = [
     fn("getitem", lambda x: x[1:, ::-2], normals((3, 5)), lambda x: x[1:, [4, 2, 0]]),
     fn("index_add", lambda g: P.index_add_p(g, index=(np.array([0, 2, 2]),), shape=(4, 3)),
        normals((3, 3)), _index_add),
+    # windows: convolution, pooling, and their gradients
+    fn("conv", lambda x, w: flux.conv(x, w, stride=(2, 1), padding=((1, 0), (1, 1)),
+                                      dilation=(1, 2), groups=2),
+       normals((2, 5, 6, 4), (3, 2, 2, 6)), lambda x, w: W.conv(x, w, **CONV)),
+    fn("conv_input_grad", lambda g, w: P.conv_input_grad_p(g, w, **CONV, shape=(2, 5, 6, 4)),
+       normals((2, 2, 6, 6), (3, 2, 2, 6)),
+       lambda g, w: W.conv_input_grad(g, w, **CONV, shape=(2, 5, 6, 4))),
+    fn("conv_filter_grad", lambda x, g: P.conv_filter_grad_p(x, g, **CONV, shape=(3, 2, 2, 6)),
+       normals((2, 5, 6, 4), (2, 2, 6, 6)),
+       lambda x, g: W.conv_filter_grad(x, g, **CONV, shape=(3, 2, 2, 6))),
+    fn("window_max", lambda x: flux.max_pool(x, (3, 2), stride=(2, 1),
+                                             padding=((1, 1), (0, 1))),
+       normals((2, 5, 4, 3)), lambda x: W.pool(x, **POOL, how="max")),
+    fn("window_max_grad", lambda x, g: P.window_max_grad_p(x, P.window_max_p(x, **POOL), g,
+                                                           **POOL),
+       normals((2, 5, 4, 3), (2, 3, 4, 3)), lambda x, g: W.max_pool_grad(x, g, **POOL),
+       differentiable=False),
+    fn("window_sum", lambda x: flux.avg_pool(x, (3, 2), stride=(2, 1),
+                                             padding=((1, 1), (0, 1))),
+       normals((2, 5, 4, 3)), lambda x: W.pool(x, **POOL, how="mean")),
+    fn("window_sum_grad", lambda g: P.window_sum_grad_p(g, **POOL, shape=(2, 5, 4, 3)),
+       normals((2, 3, 4, 3)), lambda g: W.sum_pool_grad(g, **POOL, shape=(2, 5, 4, 3))),
+    # gathers by data-dependent indices
+    fn("take", lambda x, i: np.take(x, i, axis=0), _indices, lambda x, i: x[_whole(i)],
+       constant_inputs=(1,)),
+    fn("take_grad", lambda g, i: P.take_grad_p(g, i, axis=0, shape=(4, 3)), _rows((2, 4, 3)),
+       lambda g, i: W.take_grad(g, _whole(i), 4), constant_inputs=(1,)),
 ]
 """One case per primitive (named after it): the vocabulary every backend implements."""

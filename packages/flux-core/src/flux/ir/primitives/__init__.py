@@ -1,7 +1,8 @@
 """The closed primitive set: every backend implements exactly `PRIMITIVES`.
 
 Each primitive is declared once, with its NumPy implementation, shape rule and gradient rule
-side by side (`elementwise`, `structural`); what it is (`elementwise`, `reduction`, `view`,
+side by side (`elementwise`, `structural`, `windows`); what it is (`elementwise`,
+`reduction`, `view`,
 `result_dtype`) is part of the declaration, so passes and backends never guess. The groups
 below are what a backend's lowering table usually handles alike.
 
@@ -19,6 +20,9 @@ from flux.ir.primitives.elementwise import (
 from flux.ir.primitives.structural import (
     broadcast_to_p, concatenate_p, getitem_p, index_add_p, index_text, is_basic_index,
     matmul_p, reduce_max_p, reduce_sum_p, reshape_p, stop_gradient_p, transpose_p)
+from flux.ir.primitives.windows import (
+    conv_filter_grad_p, conv_input_grad_p, conv_p, take_grad_p, take_p, window_max_grad_p,
+    window_max_p, window_sum_grad_p, window_sum_p)
 
 PRIMITIVES: list[Primitive] = [
     neg_p, exp_p, log_p, tanh_p, sqrt_p, sin_p, cos_p, abs_p, sign_p, relu_p, logistic_p,
@@ -26,6 +30,8 @@ PRIMITIVES: list[Primitive] = [
     gt_p, ge_p, lt_p, le_p, eq_p, ne_p, and_p, or_p,
     where_p, convert_p, stop_gradient_p, matmul_p, reduce_sum_p, reduce_max_p,
     broadcast_to_p, reshape_p, transpose_p, concatenate_p, getitem_p, index_add_p,
+    conv_p, conv_input_grad_p, conv_filter_grad_p, window_max_p, window_max_grad_p,
+    window_sum_p, window_sum_grad_p, take_p, take_grad_p,
 ]
 """Every primitive: the list a backend must implement."""
 
