@@ -69,7 +69,9 @@ ENVS = [
     Env("demo-mxnet", ("numpy==1.23.5", "mxnet==1.9.1", "scikit-learn==1.3.2",
                        "matplotlib==3.7.5"),
         packages=("packages/flux-core", "packages/flux-mxnet")),
-    Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff"),
+    # PyTorch (CPU) is the oracle of the layer tests and the benchmarks' baseline.
+    Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff",
+                 "torch==2.13.0"),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
     Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),

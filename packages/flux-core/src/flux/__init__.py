@@ -17,6 +17,8 @@ from flux.ops.functions import (σ, sigmoid, relu, tanh, softmax, logsoftmax, ex
 from flux.ops.windows import avg_pool, conv, max_pool
 from flux.layers.affine import Affine
 from flux.layers.chain import Chain
+from flux.layers.conv import AvgPool, Conv, Conv2D, MaxPool
+from flux.layers.text import Embedding, LayerNorm, Reshape
 from flux.layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
 from flux.model.state import State, prev
 from flux.transforms.carry import reset
@@ -69,6 +71,8 @@ cupy = shorthand("cupy")
 __all__ = [
     # models
     "net", "Param", "param", "params", "cast", "initn", "seed", "Affine", "Chain",
+    # layers for images and text
+    "Conv", "Conv2D", "MaxPool", "AvgPool", "Embedding", "LayerNorm", "Reshape",
     # recurrence
     "State", "prev", "Recurrent", "GRU", "GatedRecurrent", "LSTM", "unroll", "unroll1", "flip",
     "seq", "reset",

@@ -34,7 +34,8 @@ comes back), so memory stays bounded, while the shapes in use are never traced t
 
 
 def as_input_array(value, dtype, where: str) -> np.ndarray:
-    """A numeric array for one input leaf, cast to the model's dtype; else a TypeError naming it."""
+    """A numeric array for one input leaf, floating ones cast to the model's dtype (integers,
+    such as indices, and booleans stay as they are); else a TypeError naming it."""
     if isinstance(value, Param):
         value = value.value
     if isinstance(value, Tracer):
@@ -43,7 +44,7 @@ def as_input_array(value, dtype, where: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise FluxTypeError(f"{where}: expected a numeric array, found "
                              f"{type(value).__name__} with dtype {array.dtype}: {value!r:.80}")
-    if dtype is not None and array.dtype != dtype:
+    if dtype is not None and array.dtype != dtype and array.dtype.kind == "f":
         array = array.astype(dtype)
     return array
 

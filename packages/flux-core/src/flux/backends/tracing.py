@@ -106,7 +106,7 @@ def _as_aval(value, dtype, i: int) -> Aval:
     if array is None or np.dtype(array.dtype).kind not in "biuf":
         raise FluxTypeError(f"input {i}: expected a shape (a tuple of ints such as (5, 10)) or "
                             f"a numeric array, found {type(value).__name__}: {value!r:.60}")
-    dt = dtype if dtype is not None else array.dtype
+    dt = dtype if dtype is not None and np.dtype(array.dtype).kind == "f" else array.dtype
     return Aval(np.shape(array), dt)
 
 
@@ -132,7 +132,8 @@ def _stand_in(value, dtype):
 def abstract_inputs(model, args, what: str):
     """``(model, avals, tree)``: the model (unwrapped from a compiled one), the flat avals of
     `args` (shapes as tuples, or arrays; Batch/Seq and nested tuples too) and their tree, with
-    floating inputs in the model's dtype. `what` names the caller in errors."""
+    floating inputs in the model's dtype (integers, such as indices, keep theirs). `what`
+    names the caller in errors."""
     model = _check_model(model, what)
     _check_arity(model, args, what)
     dtype = model_dtype(model)

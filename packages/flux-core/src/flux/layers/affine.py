@@ -7,6 +7,7 @@ import numbers
 from flux.errors import FluxTypeError
 from flux.model.net import net
 from flux.model.param import Param, initn, param
+from flux.ops.elementwise import weights_dtype
 
 
 @net
@@ -36,6 +37,7 @@ class Affine:
         self.b = param(b, dtype)
 
     def __call__(self, x):
+        x = weights_dtype(x, self.W)       # integer inputs as the weights' floats
         return x @ self.W + self.b         # (N, in) @ (in, out) + (out,) -> (N, out)
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flux.ops.elementwise import weights_dtype
 from flux.ops.functions import tanh, σ
 from flux.model.net import net
 from flux.model.param import Param, initn, param
@@ -32,6 +33,7 @@ class Recurrent:
         self.y = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
+        x = weights_dtype(x, self.Wxy)
         self.y = tanh(x @ self.Wxy + prev(self.y) @ self.Wyy + self.by)   # (N, out)
         return self.y
 
@@ -73,6 +75,7 @@ class GRU:
         self.y = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
+        x = weights_dtype(x, self.Wxr)
         y = prev(self.y)
         reset = σ(x @ self.Wxr + y @ self.Wyr + self.br)
         update = σ(x @ self.Wxu + y @ self.Wyu + self.bu)
@@ -128,6 +131,7 @@ class LSTM:
         self.state = np.zeros(n_out, dtype or np.float32)
 
     def __call__(self, x):
+        x = weights_dtype(x, self.Wxf)
         y = prev(self.y)
         # gates
         forget = σ(x @ self.Wxf + y @ self.Wyf + self.bf)

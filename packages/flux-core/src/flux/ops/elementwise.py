@@ -52,6 +52,15 @@ def _to_dtype(value, dtype):
     return array if array.dtype == dtype else array.astype(dtype)
 
 
+def weights_dtype(x, weight):
+    """`x` for a layer with floating weights: integers and bools in the weights' dtype (as
+    Keras layers cast their inputs), floats as they are (NumPy's promotion then applies)."""
+    x = lift(x)
+    if _dtype(x).kind in "biu" and _dtype(weight).kind == "f":
+        return _to_dtype(x, _dtype(weight))
+    return x
+
+
 def _floating(value):
     """Integers and bools become float64 before float-only functions, as in NumPy."""
     value = lift(value)

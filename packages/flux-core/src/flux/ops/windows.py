@@ -84,6 +84,7 @@ def conv(x, w, stride=1, padding="valid", dilation=1, groups=1):
         raise FluxValueError(f"conv: filters have shape (*window, in, out), found "
                              f"{tuple(np.shape(w))}")
     x, single = _batched(x, n, "conv")
+    x, w = api.promote(x, w)                         # NumPy's rules, as for x @ W
     strides = as_tuple(stride, n, "conv: stride")
     dilation = as_tuple(dilation, n, "conv: dilation")
     pads = padding_pairs(padding, np.shape(w)[:-2], strides, dilation, x.shape[1:-1])
