@@ -45,6 +45,91 @@ def _logaddexp(x, y):
     return tf.maximum(x, y) + tf.math.log1p(tf.exp(-tf.abs(x - y)))
 
 
+# -- windows: channels last, padding explicit (tf.pad), then TF's "VALID" ops ------------------
+
+_FORMATS = (None, "NWC", "NHWC", "NDHWC")   # given explicitly: eager 3-D gradients need it
+
+
+def _pad(x, padding, value=0):
+    """x padded on its spatial axes by one (before, after) pair each."""
+    if not any(lo or hi for lo, hi in padding):
+        return x
+    return tf.pad(x, [(0, 0), *padding, (0, 0)], constant_values=value)
+
+
+def _lowest(x):
+    return x.dtype.min if x.dtype.is_integer else -np.inf
+
+
+def _pullback(f, x, g):
+    """g pulled back through f at x: TF's gradient of f(x) w.r.t. x, weighted by g. For a
+    linear f, x is zeros of its shape; graphs prune the forward ops no gradient reads."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = f(x)
+    return tape.gradient(y, x, output_gradients=g)
+
+
+def _conv(x, w, *, strides, padding, dilation, groups):
+    """Cross-correlation of the padded x with w. Groups are convolved one by one (TF's CPU
+    kernels have no gradients for grouped convolutions); TF takes strides or a dilation, not
+    both: with both, the convolution with stride 1 is subsampled."""
+    both = any(s > 1 for s in strides) and any(d > 1 for d in dilation)
+    y = tf.concat([tf.nn.convolution(xg, wg, 1 if both else strides, "VALID",
+                                     _FORMATS[len(strides)], dilation)
+                   for xg, wg in zip(tf.split(_pad(x, padding), groups, -1),
+                                     tf.split(w, groups, -1))], -1)
+    return y[(slice(None),) + tuple(slice(None, None, s) for s in strides)] if both else y
+
+
+def _conv_input_grad(g, w, *, shape, **attrs):
+    """The gradient w.r.t. the input (of `shape`): g pulled back through the convolution."""
+    return _pullback(lambda x: _conv(x, w, **attrs), tf.zeros(shape, g.dtype), g)
+
+
+def _conv_filter_grad(x, g, *, shape, **attrs):
+    """The gradient w.r.t. the filter (of `shape`): g pulled back through the convolution."""
+    return _pullback(lambda w: _conv(x, w, **attrs), tf.zeros(shape, g.dtype), g)
+
+
+def _window_max(x, *, window, strides, padding):
+    """The maximum of each window, padding counting as -inf (TF gives a window with nothing
+    above the lowest finite value, e.g. one wholly in padding, that value, not -inf)."""
+    return tf.nn.max_pool(_pad(x, padding, _lowest(x)), window, strides, "VALID",
+                          _FORMATS[len(window)])
+
+
+def _window_max_grad(x, y, g, **attrs):
+    """g sent to the maximum of each window by TF's MaxPoolGrad (y is recomputed), which on CPU
+    picks the first maximum in row-major window order, as the NumPy `impl` does."""
+    return _pullback(lambda x: _window_max(x, **attrs), x, g)
+
+
+def _window_sum(x, *, window, strides, padding):
+    """The sum of each window of the zero-padded x (TF's average pool times the window)."""
+    return tf.nn.avg_pool(_pad(x, padding), window, strides, "VALID", _FORMATS[len(window)]) \
+        * int(np.prod(window))
+
+
+def _window_sum_grad(g, *, shape, **attrs):
+    """g spread back over the windows it summed: pulled back through `_window_sum`."""
+    return _pullback(lambda x: _window_sum(x, **attrs), tf.zeros(shape, g.dtype), g)
+
+
+def _take(x, indices, *, axis):
+    """Rows of x along `axis` by data-dependent indices. Out of range indices are an error on
+    CPU (as in NumPy) but read zeros on GPU (TF's gather does not check them there)."""
+    return tf.gather(x, tf.cast(indices, tf.int64), axis=axis)
+
+
+def _take_grad(g, indices, *, axis, shape):
+    """zeros(shape) with each row of g added back to the row it was taken from."""
+    k = len(indices.shape)
+    rows = tf.transpose(g, [*range(axis, axis + k), *range(axis), *range(axis + k, len(g.shape))])
+    summed = tf.math.unsorted_segment_sum(rows, tf.cast(indices, tf.int64), shape[axis])
+    return tf.transpose(summed, [*range(1, axis + 1), 0, *range(axis + 1, len(shape))])
+
+
 LOWERINGS = {
     # elementwise (TF broadcasts like NumPy)
     P.neg_p: tf.negative, P.exp_p: tf.exp, P.log_p: tf.math.log, P.tanh_p: tf.tanh,
@@ -67,6 +152,12 @@ LOWERINGS = {
     P.concatenate_p: lambda *xs, axis: tf.concat(xs, axis),
     P.getitem_p: _getitem,
     P.index_add_p: _index_add,
+    # windows and gathers
+    P.conv_p: _conv, P.conv_input_grad_p: _conv_input_grad,
+    P.conv_filter_grad_p: _conv_filter_grad,
+    P.window_max_p: _window_max, P.window_max_grad_p: _window_max_grad,
+    P.window_sum_p: _window_sum, P.window_sum_grad_p: _window_sum_grad,
+    P.take_p: _take, P.take_grad_p: _take_grad,
 }
 
 UNSUPPORTED = "the tf backend cannot lower the primitive {name!r} (used at {where})"
