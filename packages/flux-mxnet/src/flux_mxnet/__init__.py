@@ -14,6 +14,12 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")   # no "MKLDNN is activated" per bind
+# MXNet 1.9's MKL-DNN subgraph backend (on by default, applied when an executor is bound for
+# inference) fuses 2-D/3-D Convolutions (and FullyConnected) into operators that read their
+# weights once and keep them: a later call with other weights (an updated Param, the g of a
+# filter gradient) would get the first call's. flux's graphs need none of its fusions. It is
+# read at each bind; a user's own setting is kept (and brings the stale weights back).
+os.environ.setdefault("MXNET_SUBGRAPH_BACKEND", "NONE")
 
 import flux.backends as fb  # noqa: E402
 

@@ -14,6 +14,8 @@ from flux.backends import flat_positions, is_basic_index, op_name, strided
 from flux.ir import Literal
 from flux.ir import primitives as P
 
+from ._windows import WINDOW_RULES
+
 __all__ = ["Rule", "RULES", "SCALAR", "mx_shape", "mx_dtype"]
 
 S = mx.sym
@@ -255,6 +257,7 @@ RULES = {
     P.concatenate_p: lambda r, *xs, axis: S.concat(*xs, dim=axis, num_args=len(xs), name=r.name),
     P.getitem_p: _getitem,
     P.index_add_p: _index_add,
+    **WINDOW_RULES,     # conv, pools, take and their gradients
 }
 """Primitive -> rule building its MXNet symbol (every primitive of `flux.ir.PRIMITIVES`)."""
 
