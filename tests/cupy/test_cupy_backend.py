@@ -61,7 +61,8 @@ def test_every_kernel_for_the_kit_compiles_with_nvrtc(case):
     compiled = flux.cupy(model)
     inputs = case.make_inputs()
     graphs = [compiled.graph(*inputs)]
-    graphs.append(flux.backends.vjp(graphs[0]))
+    if case.differentiable:
+        graphs.append(flux.backends.vjp(graphs[0]))
     for graph in graphs:
         for i, source in enumerate(flux_cupy.kernel_sources(graph)):
             assert ".version" in flux_cupy.nvrtc_compile(source, f"flux_k{i}")

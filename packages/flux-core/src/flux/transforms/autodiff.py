@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flux.errors import FluxTypeError
 from flux.ir import primitives as P
 from flux.ir.trace import Trace, Tracer
 from flux.ir.graph import Graph, Literal, Var
@@ -89,6 +90,10 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
             if g is None or not any(isinstance(a, Var) and id(a) in active for a in eqn.inputs):
                 continue
             trace.source_override = eqn.source
+            if eqn.prim.vjp is None:
+                raise FluxTypeError(f"{eqn.prim.name} has no gradient rule (it is itself a "
+                                    f"gradient: a gradient of it would be of second order)",
+                                    trace=eqn.source.frames)
             in_cts = eqn.prim.vjp(g, read(out), *(read(a) for a in eqn.inputs), **eqn.attrs)
             for atom, ct in zip(eqn.inputs, in_cts):
                 accumulate(atom, ct)
