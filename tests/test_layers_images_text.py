@@ -109,7 +109,7 @@ def test_a_small_cnn_trains_and_its_gradients_match_finite_differences():
     assert history[-1] < history[0]
 
 
-# -- PyTorch as the oracle ---------------------------------------------------------------------------
+# -- PyTorch as the oracle ----------------------------------------------------------------------
 
 
 def test_conv_layernorm_and_embedding_agree_with_pytorch():
