@@ -19,6 +19,9 @@ from flux.layers.affine import Affine
 from flux.layers.chain import Chain
 from flux.layers.conv import AvgPool, Conv, Conv2D, MaxPool
 from flux.layers.text import Embedding, LayerNorm, Reshape
+from flux.layers.regularise import BatchNorm, Dropout
+from flux.model.modes import testmode, trainmode
+from flux.model.param import Buffer
 from flux.layers.recurrent import GRU, LSTM, GatedRecurrent, Recurrent
 from flux.model.state import State, prev
 from flux.transforms.carry import reset
@@ -72,7 +75,8 @@ __all__ = [
     # models
     "net", "Param", "param", "params", "cast", "initn", "seed", "Affine", "Chain",
     # layers for images and text
-    "Conv", "Conv2D", "MaxPool", "AvgPool", "Embedding", "LayerNorm", "Reshape",
+    "Conv", "Conv2D", "MaxPool", "AvgPool", "Embedding", "LayerNorm", "Reshape", "Dropout",
+    "BatchNorm", "Buffer", "testmode", "trainmode",
     # recurrence
     "State", "prev", "Recurrent", "GRU", "GatedRecurrent", "LSTM", "unroll", "unroll1", "flip",
     "seq", "reset",

@@ -20,7 +20,8 @@ from flux.ir.pytree import LEAF, flatten_args, unflatten
 from flux.ir.source import user_errors, user_facing
 from flux.ir.trace import ESCAPED, Tracer, TraceError
 from flux.model.param import Param, structure_version
-from flux.model.walk import params
+from flux.model.modes import is_modal
+from flux.model.walk import params, walk
 from flux.transforms.autodiff import vjp
 from flux.transforms.carry import CarryBook
 
@@ -108,6 +109,7 @@ class Compiled:
             self._entries.clear()
             self._fast.clear()
             self._dtype = model_dtype(self.model)
+            self._modal = any(is_modal(obj) for _, obj in walk(self.model))
             self.carry.refresh(self.model)
             self._structure = structure_version.value
 
@@ -133,24 +135,27 @@ class Compiled:
         outs = self.carry.keep(entry.graph, outs, entry.n_out)
         return wrap(outs[0] if entry.single_out else unflatten(entry.graph.out_tree, outs))
 
-    def _prepare(self, args):
-        """Flat input arrays for `args` and the entry for their signature (built if new)."""
+    def _prepare(self, args, training: bool = False):
+        """Flat input arrays for `args` and the entry for their signature (built if new);
+        `training` traces layers in auto mode as training (for `back`), where it matters."""
         if self._structure != structure_version.value:
             self._refresh()
         raw, tree = flatten_args(args)
         leaves = [self.input_array(v, f"input {i}") for i, v in enumerate(raw)]
-        key = (tree, tuple((x.shape, x.dtype) for x in leaves), self.carry.key())
+        training = training and self._modal
+        key = (tree, tuple((x.shape, x.dtype) for x in leaves), self.carry.key(), training)
         entry = self._cached(key)
         if entry is None:
             try:
                 graph = trace(self.model, [Aval(x.shape, x.dtype) for x in leaves], tree,
-                              carry_source=self)
+                              carry_source=self, training=training)
             except TraceError as error:
                 self._name_backend(error)
                 raise
             self.carry.learn(graph)
             entry = self._cache(key, _Entry(graph, self.lower(graph)))
-            if len(leaves) == 1 and tree == _ONE_ARG and not (graph.carry_in or graph.carry_out):
+            if len(leaves) == 1 and tree == _ONE_ARG and not (
+                    graph.carry_in or graph.carry_out or training):
                 self._fast[(leaves[0].shape, leaves[0].dtype)] = entry
         return leaves, entry
 
@@ -205,7 +210,7 @@ class Compiled:
         """
         args, _ = unwrap(args)
         delta, _ = unwrap((delta,))
-        leaves, entry = self._prepare(args)
+        leaves, entry = self._prepare(args, training=True)
         graph = entry.graph
         if entry.grad is None:
             entry.grad = self.lower(vjp(graph))

@@ -24,24 +24,26 @@ from flux.transforms.carry import CarriedState
 __all__ = ["trace", "abstract_inputs", "model_dtype"]
 
 
-def trace(model, avals, in_tree: Tree, root=None, carry_source=None) -> Graph:
+def trace(model, avals, in_tree: Tree, root=None, carry_source=None,
+          training: bool = False) -> Graph:
     """Trace `model` called on abstract inputs of the given avals; returns the Graph.
 
     Model frames and parameter names use attribute paths from `root` (default: `model`);
-    stateful unrolled models read their carried hidden state from `carry_source` (a Compiled).
+    stateful unrolled models read their carried hidden state from `carry_source` (a Compiled);
+    `training` is the mode layers in auto mode take (`flux.model.modes`).
     """
     drawn = global_draws()
-    graph, _ = _traced(model, avals, in_tree, root, carry_source)
+    graph, _ = _traced(model, avals, in_tree, root, carry_source, training)
     if global_draws() != drawn:
-        warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model),
-                                               where=_first_draw(model, avals, in_tree, root,
-                                                                 carry_source)),
+        where = _first_draw(model, avals, in_tree, root, carry_source, training)
+        warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model), where=where),
                       RuntimeWarning, stacklevel=2)
     return graph
 
 
-def _traced(model, avals, in_tree, root, carry_source, watch_draws=None):
+def _traced(model, avals, in_tree, root, carry_source, training, watch_draws=None):
     with Trace(model_paths(model if root is None else root)) as t:
+        t.training = training
         t.watch_draws = watch_draws
         if carry_source is not None:
             t.carry = CarriedState(t, carry_source)
@@ -58,12 +60,13 @@ FROZEN_RANDOMNESS = (
     "them outside the model and pass them in as inputs")
 
 
-def _first_draw(model, avals, in_tree, root, carry_source) -> str:
+def _first_draw(model, avals, in_tree, root, carry_source, training) -> str:
     """" (at file:line)" of the first operation after a draw, found by tracing again while
     watching the generator (its state is put back after: the user's draws are unchanged)."""
     saved = np.random.get_state()
     try:
-        _, t = _traced(model, avals, in_tree, root, carry_source, watch_draws=global_draws())
+        _, t = _traced(model, avals, in_tree, root, carry_source, training,
+                       watch_draws=global_draws())
     except Exception:       # the first trace succeeded; without a line the warning still helps
         return ""
     finally:

@@ -21,7 +21,7 @@ class TrainingStep:
     def __init__(self, compiled, loss, leaves, tree):
         model = compiled.model
         graph = trace(Objective(model, loss), [Aval(a.shape, a.dtype) for a in leaves], tree,
-                      root=model, carry_source=compiled)
+                      root=model, carry_source=compiled, training=True)
         n_out = len(graph.outputs) - len(graph.carry_out)
         if n_out != 1 or graph.outputs[0].aval.shape != ():
             shapes = [o.aval.shape for o in graph.outputs[:n_out]]

@@ -198,6 +198,7 @@ class Trace:
         self.time_step = None       # the TimeStep of the recurrence being traced, if any
         self.log = None             # a CallLog while flux.shapes records calls (tolerant)
         self.carry = None           # the CarriedState of stateful unrolled models, if any
+        self.training = False       # traced for a training step or `back` (layer modes)
         self.watch_draws = None     # NumPy's global generator state, while looking for draws
         self.first_draw: Source | None = None     # where the first draw was then seen
         self._outer = None

@@ -236,6 +236,35 @@ def seed(n: int) -> None:
     _rng = np.random.default_rng(n)
 
 
+class Buffer:
+    """A non-trainable array a layer keeps (BatchNorm's running statistics): not a Param, so
+    `flux.params`, gradients and optimisers skip it, but saved and loaded with the Params by
+    `flux.save`/`flux.load` and checkpoints (`flux.model.walk.buffers` lists them). Compiled
+    models read it at every call and the training steps that update it write it back.
+
+    >>> Buffer(np.zeros(3)).shape
+    (3,)
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value, dtype=None):
+        self.value = np.array(value, dtype=dtype)
+
+    shape = property(lambda self: self.value.shape)
+    dtype = property(lambda self: self.value.dtype)
+    size = property(lambda self: self.value.size)
+
+    def peek(self) -> np.ndarray:
+        return self.value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.value, dtype=dtype, copy=True if copy is None else copy)
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.value!r})"
+
+
 def rng() -> np.random.Generator:
     """The generator `initn` draws from (reseeded by `seed`)."""
     return _rng

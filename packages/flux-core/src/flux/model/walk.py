@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from flux.model.param import Param
+from flux.model.param import Buffer, Param
 
 __all__ = ["is_model", "field_names", "children", "walk", "params", "model_paths", "cast",
-           "input_shape"]
+           "input_shape", "buffers", "stored"]
 
 
 def is_model(obj) -> bool:
@@ -89,6 +89,17 @@ def params(model) -> dict[str, Param]:
     return {path: obj for path, obj in walk(model) if isinstance(obj, Param)}
 
 
+def buffers(model) -> dict[str, Buffer]:
+    """Every `Buffer` in `model` (non-trainable state: BatchNorm's running statistics), keyed
+    by attribute path, as `params` lists Params."""
+    return {path: obj for path, obj in walk(model) if isinstance(obj, Buffer)}
+
+
+def stored(model) -> dict:
+    """What a saved file holds for `model`: its Params and its Buffers, by attribute path."""
+    return {**params(model), **buffers(model)}
+
+
 def model_paths(model) -> dict[int, str]:
     """``id(obj) -> attribute path`` for every model and Param reachable from `model` (first
     occurrence wins; the outermost model's path is ``""``)."""
@@ -96,8 +107,8 @@ def model_paths(model) -> dict[int, str]:
 
 
 def cast(model, dtype):
-    """Give every floating Param of `model`, and the floating initial values of its State
-    fields, the floating `dtype` (``flux.cast(model, np.float64)``); returns `model`.
+    """Give every floating Param and Buffer of `model`, and the floating initial values of its
+    State fields, the floating `dtype` (``flux.cast(model, np.float64)``); returns `model`.
 
     >>> import numpy as np, flux
     >>> m = cast(flux.Affine(2, 3), np.float64)
@@ -108,6 +119,8 @@ def cast(model, dtype):
     for _, obj in walk(model):
         if isinstance(obj, Param) and obj.dtype.kind == "f":
             obj.cast(dtype)
+        elif isinstance(obj, Buffer) and obj.dtype.kind == "f":
+            obj.value = obj.value.astype(dtype)
         elif is_model(obj):
             for name in getattr(type(obj), "__flux_states__", ()):
                 value = obj.__dict__.get(name)

@@ -117,6 +117,12 @@ class BackendConformance(TrainingChecks):
     def test_a_non_finite_gradient_changes_nothing(self, opt: str):
         self.check_nonfinite_gradient(OPTIMISERS[opt])
 
+    def test_dropout_draws_the_numpy_backends_fresh_numbers(self):
+        self.check_dropout()
+
+    def test_batchnorm_running_statistics(self):
+        self.check_batchnorm_statistics()
+
     def test_checkpoint_and_resume(self, tmp_path):
         self.check_resume(next(c for c in CASES if c.name == "chain_relu_tanh_logsoftmax"),
                           tmp_path)

@@ -227,3 +227,55 @@ class TrainingChecks:
         assert not opt.state_arrays({id(model.W): "W"}) or all(
             np.all(np.asarray(v) == 0) for v in opt.state_arrays({id(model.W): "W"}).values()), \
             "the optimiser's state changed after a non-finite gradient"
+
+    def check_dropout(self) -> None:
+        """Proves Dropout's randomness crosses the backend as the contract says: in training
+        mode each call draws fresh numbers from flux's generator, the backend's are those of
+        the NumPy backend after the same `flux.seed` (calls and `back` alike), and test mode
+        is the identity."""
+        from ._references import init
+        model = flux.Chain(flux.Affine(4, 6, init=init), flux.Dropout(0.5))
+        x = np.asarray(np.random.default_rng(1).standard_normal((3, 4)), np.float32)
+        delta = np.asarray(np.random.default_rng(2).standard_normal((3, 6)), np.float32)
+        compiled = self.compile(model)
+        flux.trainmode(model)
+        flux.seed(5)
+        first, second = model(x), model(x)
+        flux.seed(5)
+        assert_close(compiled(x), first, rtol=self.rtol, atol=self.atol, what="a masked call")
+        assert_close(compiled(x), second, rtol=self.rtol, atol=self.atol, what="the next call")
+        assert not np.array_equal(first, second), "two training calls drew the same mask"
+        assert np.mean(first == 0) > 0.2, "Dropout(0.5) zeroed almost nothing"
+        flux.testmode(model, None)
+        flux.seed(9)
+        (want,) = flux.back(model, delta, x)
+        flux.seed(9)
+        (got,) = flux.back(compiled, delta, x)
+        assert_close(got, want, rtol=self.rtol, atol=self.atol, what="back's input gradient")
+        assert_close(compiled(x), model.layers[0](x), rtol=self.rtol, atol=self.atol,
+                     what="an ordinary call (test mode: no dropout)")
+
+    def check_batchnorm_statistics(self) -> None:
+        """Proves BatchNorm's running statistics are updated by training steps through the
+        backend exactly as on the NumPy backend, written back to the layer (shared by compiled
+        copies), and used by ordinary calls."""
+        from ._references import init
+
+        def make():
+            flux.seed(3)
+            return flux.Chain(flux.Affine(4, 3, init=init), flux.BatchNorm(3, momentum=0.3))
+
+        rng = np.random.default_rng(4)
+        data = [(np.asarray(rng.standard_normal((6, 4)), np.float32),
+                 np.asarray(rng.standard_normal((6, 3)), np.float32)) for _ in range(3)]
+        ours, reference = make(), make()
+        flux.train(self.compile(ours), data, loss=flux.mse, opt=flux.SGD(0.05), epochs=2)
+        flux.train(reference, data, loss=flux.mse, opt=flux.SGD(0.05), epochs=2)
+        for name in ("mean", "var"):
+            got, want = getattr(ours.layers[1], name).value, getattr(reference.layers[1], name)
+            assert_close(got, want.value, rtol=self.rtol, atol=self.atol,
+                         what=f"the running {name} after training")
+        assert not np.allclose(ours.layers[1].mean.value, 0), "the running mean never moved"
+        x = data[0][0]
+        assert_close(self.compile(ours)(x), reference(x), rtol=self.rtol, atol=self.atol,
+                     what="a test-mode call with the running statistics")

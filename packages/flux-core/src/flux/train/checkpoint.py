@@ -17,7 +17,7 @@ import numpy as np
 from flux.model import param as _param
 from flux.errors import FluxValueError
 from flux.train.io import FORMAT_VERSION, META, read_checked, write_atomically
-from flux.model.walk import params
+from flux.model.walk import params, stored
 
 KIND = "flux-checkpoint"
 
@@ -33,7 +33,7 @@ class Progress:
 
 def write(path, model, opt, progress: Progress) -> None:
     ps = params(model)
-    arrays = {f"param/{name}": p.peek() for name, p in ps.items()}
+    arrays = {f"param/{name}": p.peek() for name, p in stored(model).items()}
     by_id = {id(p): name for name, p in ps.items()}
     for key, value in opt.state_arrays(by_id).items():
         arrays[f"opt/{key}"] = np.asarray(value)
@@ -44,7 +44,7 @@ def write(path, model, opt, progress: Progress) -> None:
                          "history": progress.history},
             "rng": _param.rng().bit_generator.state,
             "params": {name: {"dtype": p.dtype.str, "shape": list(p.shape)}
-                       for name, p in ps.items()}}
+                       for name, p in stored(model).items()}}
     arrays[META] = np.array(json.dumps(meta, default=int))
     write_atomically(path, arrays)
 
@@ -55,7 +55,8 @@ def restore(path, model, opt) -> Progress:
     part is checked before anything changes: a damaged checkpoint is a FluxValueError naming
     `path`, and the model, the optimiser and flux's random state are left as they were."""
     ps = params(model)
-    values, meta = read_checked(path, ps, KIND, prefix="param/", extra_prefixes=("opt/",))
+    values, meta = read_checked(path, stored(model), KIND, prefix="param/",
+                                extra_prefixes=("opt/",))
     try:
         saved, progress, rng_state = meta["optimiser"], meta["progress"], meta["rng"]
         saved_type, settings = saved["type"], list(saved["settings"])
@@ -75,7 +76,7 @@ def restore(path, model, opt) -> Progress:
     state = {k[len("opt/"):]: v for k, v in values.items() if k.startswith("opt/")}
     _check_state(path, opt, ps, state)
     opt.load_state_arrays({name: p for name, p in ps.items()}, state)
-    for name, p in ps.items():
+    for name, p in stored(model).items():
         p.value[...] = values[name]
     _param._rng = generator
     return at

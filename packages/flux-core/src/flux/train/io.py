@@ -18,7 +18,7 @@ import numpy as np
 
 from flux.errors import FluxTypeError, FluxValueError
 from flux.backends.compiled import Compiled
-from flux.model.walk import is_model, params
+from flux.model.walk import is_model, stored
 from flux.ir.source import user_errors
 
 __all__ = ["save", "load", "FORMAT_VERSION", "write_atomically", "read_checked"]
@@ -44,7 +44,7 @@ def save(model, path) -> None:
     >>> flux.save(m, path); flux.load(flux.Affine(2, 3), path) is None
     True
     """
-    ps = params(_target(model))
+    ps = stored(_target(model))          # Params and Buffers
     meta = {"format": "flux-params", "version": FORMAT_VERSION,
             "params": {name: {"dtype": p.dtype.str, "shape": list(p.shape)}
                        for name, p in ps.items()}}
@@ -129,7 +129,7 @@ def load(model, path) -> None:
     raises a `FluxError` naming it); only then are the parameters changed, so a failed load
     leaves the model as it was.
     """
-    ps = params(_target(model))
+    ps = stored(_target(model))
     values, _ = read_checked(path, ps, "flux-params")
     for name, p in ps.items():
         p.value[...] = values[name]

@@ -15,16 +15,28 @@ parties take part, all defined here:
 
 Autodiff passes carried state through without cotangents, so the gradient stops at the call
 boundary (truncated backpropagation through time).
+
+The same boundary carries the two other things a compiled model, not its caller, hands a graph
+at every call: fresh random numbers (`fresh_uniform`: an input whose owner is a `Draw`, drawn
+from flux's generator at each call, so masks differ call to call, follow `flux.seed` and are
+restored with a checkpoint's generator state, and every backend sees the same numbers), and
+non-trainable layer state such as BatchNorm's running statistics (the layer is the owner:
+its `Buffer`s go in, and in training mode their new values come out and are written back).
 """
 from __future__ import annotations
 
 import weakref
 
+import numpy as np
+
 from flux.ir.graph import Aval
 from flux.ir.source import user_errors
+from flux.ir.trace import current_trace
+from flux.model.param import rng
 from flux.model.walk import walk
 
-__all__ = ["Carrier", "CarriedState", "carried_state", "CarryBook", "state_owners", "reset"]
+__all__ = ["Carrier", "CarriedState", "carried_state", "CarryBook", "state_owners", "reset",
+           "Draw", "fresh_uniform"]
 
 
 class Carrier:
@@ -50,6 +62,27 @@ class Carrier:
         self._kept.clear()
 
 
+class Draw:
+    """The owner of one graph input of uniform [0, 1) numbers, drawn afresh at every call."""
+
+    def __init__(self, aval: Aval):
+        self.aval = aval
+
+    def carried(self, compiled) -> list:
+        shape, dtype = self.aval.shape, self.aval.dtype
+        draw = rng().random(shape, dtype=dtype if dtype in (np.float32, np.float64) else None)
+        return [draw.astype(dtype, copy=False)]
+
+
+def fresh_uniform(shape, dtype=np.float32):
+    """Uniform [0, 1) numbers of `shape`, new at every call of the model being traced (a graph
+    input drawn from flux's generator); outside a trace, drawn now."""
+    trace = current_trace()
+    if trace is None:
+        return Draw(Aval(shape, dtype)).carried(None)[0]
+    return carried_state(trace).draw(Aval(shape, dtype))
+
+
 class CarriedState:
     """Carried hidden state while one graph is traced for `source` (a compiled model, or None
     when nothing was kept: tracing for `flux.shapes`, `flux_mxnet.symbol` ...)."""
@@ -73,6 +106,12 @@ class CarriedState:
                 self.inputs.extend((owner, t) for t in values)
             entry = self._now[id(owner)] = [owner, values]
         return entry[1]
+
+    def draw(self, aval: Aval):
+        """A new graph input of fresh random numbers (see `fresh_uniform`)."""
+        value = self.trace.new_input(aval)
+        self.inputs.append((Draw(aval), value))
+        return value
 
     def write(self, owner, values) -> None:
         """`owner`'s hidden state after its call: the graph outputs it for the next call."""
