@@ -53,9 +53,10 @@ def children(obj):
 
 
 def walk(model, stop=None):
-    """``(path, obj)`` for every model, Param and container under `model` (itself first, with
-    path ``""``), depth-first in field order, each object once, at its first path. The walk
-    does not go inside objects for which ``stop(obj)`` is true (they are still listed).
+    """``(path, obj)`` for every model, Param, Buffer and container under `model` (itself
+    first, with path ``""``), depth-first in field order, each object once, at its first path.
+    The walk does not go inside objects for which ``stop(obj)`` is true (they are still
+    listed).
 
     >>> from flux import Affine, Chain
     >>> [path for path, obj in walk(Chain(Affine(2, 3)))]
@@ -71,8 +72,7 @@ def walk(model, stop=None):
         if stop is not None and stop(obj):
             return
         for key, value in children(obj):
-            if isinstance(value, Param) or is_model(value) or isinstance(value,
-                                                                         (list, tuple, dict)):
+            if isinstance(value, (Param, Buffer, list, tuple, dict)) or is_model(value):
                 yield from visit(value, f"{path}.{key}" if path else key)
 
     yield from visit(model, "")
