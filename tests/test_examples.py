@@ -37,6 +37,16 @@ def test_digits_names_the_package_for_a_missing_backend(tmp_path):
     assert not (tmp_path / "loss.png").exists()
 
 
+def test_cnn_digits_reaches_its_target_and_prints_the_shapes():
+    pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn")
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "cnn_digits.py")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", done.stdout).group(1))
+    assert accuracy >= 0.98
+    assert "MaxPool((2, 2))(" in done.stdout and "::(32, 4, 4, 32)" in done.stdout
+
+
 def readme_python_blocks() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     return re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)

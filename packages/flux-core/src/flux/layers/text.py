@@ -109,10 +109,10 @@ class Reshape:
         point = int(np.prod(x.shape[1:], dtype=np.int64))
         known = int(np.prod([d for d in self.shape if d != -1], dtype=np.int64))
         if (point % known if -1 in self.shape else point != known):
-            raise FluxValueError(f"Reshape{self.shape}: a point of shape {tuple(x.shape[1:])} "
+            raise FluxValueError(f"{self!r}: a point of shape {tuple(x.shape[1:])} "
                                  f"({point} elements) cannot take that shape (the first axis "
                                  f"of {tuple(x.shape)} is the batch)")
         return np.reshape(x, (x.shape[0],) + self.shape)
 
     def __repr__(self) -> str:
-        return f"Reshape{self.shape}"
+        return f"Reshape({', '.join(map(str, self.shape))})"
