@@ -6,9 +6,9 @@
 scikit-learn's 8×8 digits (shipped with it; nothing is downloaded) as images of shape
 (8, 8, 1), channels last. The network is two 3×3 convolutions with batch normalisation and
 ReLU, a 2×2 max pool, dropout, and two affine layers; it is trained on the logits with
-`logitcrossentropy` and ADAM, its learning rate decaying along a cosine. It prints `flux.shapes` of the network (the shapes each line of
-the model computes), one line per epoch and the test accuracy, and exits with status 1 when
-that is below 0.98.
+`logitcrossentropy` and ADAM, its learning rate decaying along a cosine. It prints
+`flux.shapes` of the network (the shapes each line of the model computes), one line per
+epoch and the test accuracy, and exits with status 1 when that is below 0.98.
 """
 from __future__ import annotations
 

@@ -214,8 +214,8 @@ def test_shape_dependent_control_flow_is_fine():
 @pytest.mark.parametrize("name,forward", [
     ("fft", lambda x: np.fft.fft(x)),
     ("argsort", lambda x: np.argsort(x)),
-    ("einsum", lambda x: np.einsum("ij,ij->i", x, x)),
-    ("cumsum", lambda x: np.cumsum(x)),
+    ("sort", lambda x: np.sort(x)),
+    ("cumprod", lambda x: np.cumprod(x)),
     ("arctan2", lambda x: np.arctan2(x, x)),
 ])
 def test_numpy_function_without_translation_names_function_and_line(name, forward):

@@ -47,6 +47,14 @@ def test_cnn_digits_reaches_its_target_and_prints_the_shapes():
     assert "MaxPool((2, 2))(" in done.stdout and "::(32, 4, 4, 32)" in done.stdout
 
 
+def test_the_transformer_learns_to_reverse_sequences_in_its_quick_form():
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "transformer.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    whole = float(re.search(r"([\d.]+) per sequence", done.stdout).group(1))
+    assert whole >= 0.9
+
+
 def readme_python_blocks() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     return re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)

@@ -7,8 +7,9 @@ import numbers
 
 from flux.ir.graph import Literal
 from flux.ir.trace import Tracer
+from flux.ops.dispatch import array_function, array_ufunc
 from flux.ops.numpy_api import (
-    absolute, add, array_function, array_ufunc, astype, clip, divide, dot, equal, getitem,
+    absolute, add, astype, clip, divide, dot, equal, getitem,
     greater, greater_equal, less, less_equal, logical_and, logical_not, logical_or, matmul, max,
     mean, min, multiply, negative, not_equal, positive, power, ravel, reshape, squeeze, std,
     subtract, sum, swapaxes, transpose, var)

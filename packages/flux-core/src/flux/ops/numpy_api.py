@@ -11,7 +11,7 @@ import numpy as np
 
 from flux.errors import ShapeError
 from flux.ir import primitives as P
-from flux.ir.trace import Tracer, current_trace, TraceError
+from flux.ir.trace import Tracer, TraceError, current_trace
 from flux.ir.graph import Literal
 from flux.ops.elementwise import (  # noqa: F401  (re-exported: api.add, api.lift ...)
     lift, promote, translation, _is_weak, _dtype, _to_dtype, _floating, add, subtract,
@@ -127,6 +127,16 @@ def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unsupporte
 
 def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **unsupported):
     return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+def _located(error: TraceError) -> TraceError:
+    """`error` with the user's line being traced (if any) added."""
+    trace = current_trace()
+    if trace is not None:
+        source = trace.source()
+        error.message += f"\n  at {source.file}:{source.line}"
+        error.with_trace(source.frames)
+    return error
 
 
 def _no_out(out, name):
@@ -312,8 +322,17 @@ def getitem(x, index):
     clean = []
     for i in index:
         if isinstance(i, Tracer):
-            raise TraceError("indexing with a traced value (a data-dependent index) has no IR "
-                             "translation; index with Python ints, slices or constant arrays")
+            if i.dtype == np.bool_:
+                raise _located(TraceError(
+                    f"indexing with a traced boolean mask (x[mask], mask of shape {i.shape}) "
+                    f"has no IR translation: the result's shape would depend on the data (on "
+                    f"how many elements are True), and a graph's shapes are fixed while it is "
+                    f"traced; keep the shape with np.where(mask, x, 0) (zeros where the mask "
+                    f"is False), then reduce with sums or means"))
+            raise _located(TraceError(
+                "indexing with a traced value (a data-dependent index) has no IR translation; "
+                "index with Python ints, slices or constant arrays, or gather by traced "
+                "integer indices with np.take(x, indices, axis=...)"))
         if isinstance(i, (list, np.ndarray)):
             i = np.asarray(i)
             if i.dtype.kind not in "biu":
@@ -350,69 +369,3 @@ def take(a, indices, axis=None, out=None, mode="raise"):
     elif indices.dtype.kind == "i":
         indices = where(indices < 0, indices + n, indices)
     return P.take_p(a, indices, axis=axis)
-
-
-# -- dispatch tables ----------------------------------------------------------------------------
-
-UFUNCS = {p.impl: translation(p) for p in P.ELEMENTWISE if isinstance(p.impl, np.ufunc)}
-"""NumPy's ufuncs on traced values: every elementwise primitive whose implementation is a
-ufunc translates to it by its declaration; the table below adds the ufuncs NumPy defines
-differently (true division of integers, logical operators on any dtype) or as composites."""
-UFUNCS.update({
-    np.add: add, np.subtract: subtract, np.multiply: multiply, np.true_divide: divide,
-    np.divide: divide, np.power: power, np.maximum: maximum, np.minimum: minimum,
-    np.fmax: maximum, np.fmin: minimum, np.negative: negative, np.positive: positive,
-    np.exp: exp, np.log: log, np.tanh: tanh, np.sqrt: sqrt, np.sin: sin, np.cos: cos,
-    np.absolute: absolute, np.sign: sign, np.greater: greater, np.greater_equal: greater_equal,
-    np.less: less, np.less_equal: less_equal, np.equal: equal, np.not_equal: not_equal,
-    np.logical_and: logical_and, np.logical_or: logical_or, np.logical_not: logical_not,
-    np.matmul: matmul, np.square: square, np.reciprocal: reciprocal, np.log1p: log1p,
-    np.expm1: expm1,
-})
-
-REDUCERS = {np.add: sum, np.maximum: max}
-
-FUNCTIONS = {
-    np.sum: sum, np.mean: mean, np.max: max, np.amax: max, np.min: min, np.amin: min,
-    np.var: var, np.std: std, np.dot: dot, np.matmul: matmul, np.reshape: reshape,
-    np.transpose: transpose, np.swapaxes: swapaxes, np.moveaxis: moveaxis, np.ravel: ravel,
-    np.squeeze: squeeze, np.expand_dims: expand_dims, np.broadcast_to: broadcast_to,
-    np.concatenate: concatenate, np.stack: stack, np.hstack: hstack, np.vstack: vstack,
-    np.where: where, np.clip: clip, np.zeros_like: zeros_like, np.ones_like: ones_like,
-    np.full_like: full_like, np.shape: shape, np.ndim: ndim, np.size: size, np.take: take,
-}
-
-
-def no_translation(name: str) -> TraceError:
-    error = TraceError(f"the NumPy function {name} has no IR translation, so it cannot be used "
-                       f"inside a model; the supported functions are listed in flux's docs "
-                       f"(docs/architecture.md, 'NumPy inside models')")
-    trace = current_trace()
-    if trace is not None:
-        source = trace.source()
-        error.message += f"\n  at {source.file}:{source.line}"
-        error.with_trace(source.frames)
-    return error
-
-
-def array_ufunc(self, ufunc, method, *inputs, **kwargs):
-    if kwargs.get("out") is not None:
-        _no_out(kwargs["out"], ufunc.__name__)
-    if method == "reduce" and ufunc in REDUCERS:
-        return REDUCERS[ufunc](*inputs, **kwargs)
-    fn = UFUNCS.get(ufunc) if method == "__call__" else None
-    if fn is None:
-        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
-        raise no_translation(name)
-    dtype = kwargs.pop("dtype", None)
-    out = fn(*inputs)
-    return astype(out, dtype) if dtype is not None else out
-
-
-def array_function(self, func, types, args, kwargs):
-    fn = FUNCTIONS.get(func)
-    if fn is None:
-        module = (func.__module__ or "numpy").replace("numpy", "np", 1)
-        module = "np" if module.startswith("np._") else module
-        raise no_translation(f"{module}.{func.__name__}")
-    return fn(*args, **kwargs)
