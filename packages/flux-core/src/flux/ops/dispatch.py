@@ -14,9 +14,10 @@ from flux.ops.numpy_api import (
     moveaxis, multiply, ndim, negative, not_equal, ones_like, positive, power, ravel,
     reciprocal, reshape, shape, sign, sin, size, sqrt, square, squeeze, stack, std, subtract,
     sum, swapaxes, take, tanh, translation, transpose, var, vstack, where, zeros_like)
+from flux.ops.contractions import cumsum, einsum, outer, tensordot
 from flux.ops.numpy_arrays import (
-    argmax, argmin, array_split, cumsum, dsplit, einsum, flip, fliplr, flipud, hsplit, norm,
-    outer, pad, split, take_along_axis, tensordot, tile, vsplit)
+    argmax, argmin, array_split, dsplit, flip, fliplr, flipud, hsplit, norm, pad, split,
+    take_along_axis, tile, vsplit)
 
 
 # -- dispatch tables ----------------------------------------------------------------------------
