@@ -201,3 +201,31 @@ def test_reshape_that_does_not_fit_a_point():
 def test_integer_inputs_to_weighted_layers_compute_in_the_weights_dtype():
     assert flux.Affine(2, 3)(np.array([1, 2])).dtype == np.float32
     assert Conv((2,), 1, 2)(np.ones((1, 4, 1), int)).dtype == np.float32
+
+
+# -- the NumPy kernels' fast paths, against the loop references -------------------------------------
+
+
+def test_tiled_max_pool_and_its_gradient_send_ties_to_the_first_maximum():
+    from flux.testing import _window_references as W
+    x = RNG.integers(0, 3, (3, 6, 8, 2)).astype(np.float32)        # many ties
+    g = f32(3, 3, 4, 2)
+    attrs = dict(window=(2, 2), strides=(2, 2), padding=((0, 0), (0, 0)))
+    model = flux.net(lambda x: flux.max_pool(x, (2, 2)))
+    np.testing.assert_array_equal(model(x), W.pool(x, **attrs, how="max"))
+    (dx,) = flux.back(model, g, x)
+    np.testing.assert_array_equal(dx, W.max_pool_grad(x, g, **attrs))
+
+
+def test_a_convolution_of_many_chunks_and_its_gradients_match_the_loop_reference():
+    from flux.testing import _window_references as W
+    x, w = f32(16, 20, 20, 16), f32(3, 3, 16, 8)          # columns of ~3 MB: several chunks
+    attrs = dict(strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    model = flux.net(lambda x, w: flux.conv(x, w, padding=1))
+    np.testing.assert_allclose(model(x, w), W.conv(x, w, **attrs), rtol=1e-4, atol=1e-4)
+    g = f32(16, 20, 20, 8)
+    dx, dw = flux.back(model, g, x, w)
+    np.testing.assert_allclose(dx, W.conv_input_grad(g, w, **attrs, shape=x.shape), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(dw, W.conv_filter_grad(x, g, **attrs, shape=w.shape), rtol=1e-4,
+                               atol=2e-3)
