@@ -203,7 +203,7 @@ def test_integer_inputs_to_weighted_layers_compute_in_the_weights_dtype():
     assert Conv((2,), 1, 2)(np.ones((1, 4, 1), int)).dtype == np.float32
 
 
-# -- the NumPy kernels' fast paths, against the loop references -------------------------------------
+# -- the NumPy kernels' fast paths, against the loop references --------------------------------
 
 
 def test_tiled_max_pool_and_its_gradient_send_ties_to_the_first_maximum():
