@@ -63,7 +63,7 @@ def flux_contender(x, y, backend=None):
     return run
 
 
-def torch_contender(x, y, weights):
+def torch_contender(x, y, weights, device="cpu"):
     try:
         import torch
     except ImportError:
@@ -82,9 +82,10 @@ def torch_contender(x, y, weights):
                             (model[6], aw1.T, ab1), (model[8], aw2.T, ab2)):
             layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
             layer.bias.copy_(torch.from_numpy(b))
+    model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    ty = torch.from_numpy(y)
+    tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    ty = torch.from_numpy(y).to(device)
     loss_fn = nn.CrossEntropyLoss()
 
     def run(steps):

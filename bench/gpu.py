@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 import flux
+import cnn
 from _timing import print_ratio, print_times, side_by_side
 from flux import LSTM, Affine, Chain, relu, unroll
 
@@ -124,6 +125,15 @@ def main():
         print_ratio(times, "flux.cupy", "torch", "target ≤ 1.0; ≤ 0.5 on the small MLP")
         if "torch.compile" in times:
             print_ratio(times, "flux.cupy", "torch.compile")
+    # the CNN training step of bench/cnn.py (two 3×3 convolutions, max pool, dense head)
+    x = rng.standard_normal((64, 28, 28, 1)).astype(np.float32)
+    y = np.eye(cnn.N_CLASSES, dtype=np.float32)[rng.integers(0, cnn.N_CLASSES, 64)]
+    contenders = {"flux.cupy": cnn.flux_contender(x, y, "cupy"),
+                  "torch": cnn.torch_contender(x, y, cnn.model_and_weights()[1], "cuda")}
+    _warm(contenders)
+    times = side_by_side(contenders, args.repeats, max(1, args.calls // 10))
+    print_times("CNN 28×28×1, batch 64 (bench/cnn.py's), training step", times, "ms", 1e3)
+    print_ratio(times, "flux.cupy", "torch", "cuDNN convolutions; flux: im2col + cuBLAS")
     contenders = {"flux.cupy": _flux_lstm(rng), "torch": _torch_lstm(rng)}
     _warm(contenders)
     times = side_by_side(contenders, args.repeats, max(1, args.calls // 10))

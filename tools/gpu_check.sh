@@ -5,7 +5,8 @@
 #   run: bash tools/gpu_check.sh        (writes its whole output to $OUT/gpu_check.log)
 # It installs flux-core and flux-cupy from the working tree without the index, runs the
 # conformance kit and flux-cupy's tests on real CuPy (no stand-in), the digits demo on the GPU
-# (if scikit-learn is there) and bench/gpu.py against PyTorch eager CUDA and torch.compile.
+# (if scikit-learn is there), the CNN and Transformer examples, and bench/gpu.py (MLPs, the CNN
+# step, an LSTM) against PyTorch eager CUDA and torch.compile.
 set -u
 cd "$(dirname "$0")/.."
 LOG="${OUT:-/tmp}/gpu_check.log"
@@ -41,6 +42,13 @@ PY
   else
     echo "scikit-learn is not installed here: demo skipped"
   fi
+  echo "== the CNN digits example and the Transformer on the GPU (window kernels on CuPy)"
+  if "$PY" -c "import sklearn" 2>/dev/null; then
+    timeout 180 "$PY" examples/cnn_digits.py --backend cupy --epochs 6
+  else
+    echo "scikit-learn is not installed here: cnn_digits skipped"
+  fi
+  timeout 180 "$PY" examples/transformer.py --backend cupy --quick
   echo "== benchmarks"
   (cd bench && timeout 300 "$PY" gpu.py --repeats 5 --calls 100)
   echo "== done $(date -u)"

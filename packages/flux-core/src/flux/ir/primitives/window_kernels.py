@@ -13,9 +13,9 @@ Pools whose windows tile the input (stride = window, no padding) see it as
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["out_size", "check_indices", "conv", "conv_input_grad", "conv_filter_grad",
            "window_max", "window_max_grad", "window_sum", "window_sum_grad", "take",
@@ -35,6 +35,24 @@ def out_size(size: int, k: int, stride: int, dilation: int, before: int, after: 
 _CHUNK_BYTES = 1 << 21
 
 
+def _module(a):
+    """The array module of `a`: NumPy, or CuPy for its arrays (flux-cupy runs these kernels on
+    the GPU: NumPy's functions dispatch to CuPy's, `like=` makes new arrays there, and BLAS
+    products become cuBLAS ones)."""
+    if isinstance(a, np.ndarray):
+        return np
+    module = sys.modules.get(type(a).__module__.split(".")[0])
+    return module if module is not None and hasattr(module, "lib") else np
+
+
+def _strided(a, shape, strides, writeable=False):
+    """A strided view of `a` (no copy), by its module's `as_strided`."""
+    module = _module(a)
+    if module is np:
+        return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=writeable)
+    return module.lib.stride_tricks.as_strided(a, shape, strides)
+
+
 def _pad(x, padding, value=0):
     if not any(lo or hi for lo, hi in padding):
         return x
@@ -46,10 +64,10 @@ def _view(xp, window, strides, dilation, out):
     """The padded input `xp` as ``(N, *out, *window, C)``, no copy."""
     s = xp.strides
     spatial = s[1:-1]
-    return as_strided(
+    return _strided(
         xp, (xp.shape[0],) + tuple(out) + tuple(window) + (xp.shape[-1],),
         (s[0],) + tuple(a * b for a, b in zip(spatial, strides))
-        + tuple(a * b for a, b in zip(spatial, dilation)) + (s[-1],), writeable=False)
+        + tuple(a * b for a, b in zip(spatial, dilation)) + (s[-1],))
 
 
 def _chunks(n, out, row_bytes):
@@ -112,7 +130,7 @@ def conv(x, w, *, strides, padding, dilation, groups):
     if all(k == 1 for k in window) and xp is x and all(s == 1 for s in strides):
         return (x.reshape(rows, x.shape[-1]) @ w2).reshape((x.shape[0],) + out + (out_c,))
     cols = _view(xp, window, strides, dilation, out)
-    y = np.empty((x.shape[0],) + out + (out_c,), np.result_type(x.dtype, w.dtype))
+    y = np.empty((x.shape[0],) + out + (out_c,), np.result_type(x.dtype, w.dtype), like=x)
     for part, images, a, b in _column_chunks(cols, out, dilation):
         np.matmul(part, w2, out=y[images, a:b].reshape(-1, out_c))
     return y
@@ -131,7 +149,7 @@ def _column_chunks(cols, out, dilation):
     chunks = _chunks(cols.shape[0], out, int(np.prod(out[1:])) * kc * cols.itemsize)
     images, a, b = chunks[0]                  # the largest
     buf = np.empty((images.stop - images.start) * (b - a) * int(np.prod(out[1:])) * kc,
-                   cols.dtype)
+                   cols.dtype, like=cols)
     for images, a, b in chunks:
         part = cols[images, a:b]
         positions = int(np.prod(part.shape[:n + 1]))
@@ -155,7 +173,7 @@ def conv_input_grad(g, w, *, strides, padding, dilation, groups, shape):
         dcols = np.matmul(gg, _filters(w, groups).transpose(0, 2, 1))  # (G, rows, K * C / G)
         dcols = dcols.reshape(groups, rows, int(np.prod(window)), w.shape[-2])
         dcols = dcols.transpose(1, 2, 0, 3).reshape(g.shape[:-1] + tuple(window) + (cin,))
-        dxp = np.zeros(padded, g.dtype)
+        dxp = np.zeros(padded, g.dtype, like=g)
         n = len(window)
         for k, where in _offsets(window, strides, dilation, out):
             dxp[where] += dcols[(slice(None),) * (n + 1) + k]
@@ -166,11 +184,11 @@ def conv_input_grad(g, w, *, strides, padding, dilation, groups, shape):
     k = int(np.prod(window))
     wt = w.reshape(k * cin, w.shape[-1]).T
     dtype = np.result_type(g.dtype, w.dtype)
-    dxp = np.zeros(padded, g.dtype)
+    dxp = np.zeros(padded, g.dtype, like=g)
     per_row = int(np.prod(out[1:]))
     chunks = _chunks(g.shape[0], out, per_row * k * cin * dtype.itemsize)
     images, a, b = chunks[0]                  # the largest
-    buf = np.empty(k * (images.stop - images.start) * (b - a) * per_row * cin, dtype)
+    buf = np.empty(k * (images.stop - images.start) * (b - a) * per_row * cin, dtype, like=g)
     n = len(window)
     for images, a, b in chunks:
         part = g[images, a:b]
@@ -224,7 +242,7 @@ def _tiles(a, window, out, writeable=False):
     s = a.strides
     shape = (a.shape[0],) + sum(((o, k) for o, k in zip(out, window)), ()) + (a.shape[-1],)
     strides = (s[0],) + sum(((t * k, t) for t, k in zip(s[1:-1], window)), ()) + (s[-1],)
-    return as_strided(a, shape, strides, writeable=writeable)
+    return _strided(a, shape, strides, writeable)
 
 
 def _tiled(window, strides, padding) -> bool:
@@ -248,11 +266,11 @@ def _select(mask, values):
     times faster than a masked copy."""
     dtype = values.dtype
     if dtype.kind not in "biuf" or dtype.itemsize not in (1, 2, 4, 8):
-        picked = np.zeros(mask.shape, dtype)
+        picked = np.zeros(mask.shape, dtype, like=mask)
         np.copyto(picked, values, where=mask)
         return picked
     signed, unsigned = np.dtype(f"i{dtype.itemsize}"), np.dtype(f"u{dtype.itemsize}")
-    picked = np.empty(mask.shape, signed)
+    picked = np.empty(mask.shape, signed, like=mask)
     np.negative(mask.view(np.int8), out=picked, casting="unsafe")    # True -> -1: all ones
     picked = picked.view(unsigned)
     np.bitwise_and(picked, values.view(unsigned), out=picked)
@@ -285,11 +303,11 @@ def window_max_grad(x, y, g, *, window, strides, padding):
         picked = _select(hit, _per_tile(g))
         if picked.size == x.size:                      # the windows cover the whole input
             return picked.reshape(x.shape)
-        dx = np.zeros(x.shape, g.dtype)
+        dx = np.zeros(x.shape, g.dtype, like=g)
         _tiles(dx, window, out, writeable=True)[...] = picked
         return dx
     xp = _pad(x, padding, _lowest(x.dtype))
-    dxp = np.zeros(xp.shape, g.dtype)
+    dxp = np.zeros(xp.shape, g.dtype, like=g)
     open_ = None                                       # windows whose max is not yet found
     for _, where in _offsets(window, strides, (1,) * len(window), out):
         hit = np.equal(xp[where], y)
@@ -314,12 +332,12 @@ def window_sum(x, *, window, strides, padding):
 def window_sum_grad(g, *, window, strides, padding, shape):
     out = g.shape[1:-1]
     if _tiled(window, strides, padding):
-        dx = np.zeros(shape, g.dtype)
+        dx = np.zeros(shape, g.dtype, like=g)
         _tiles(dx, window, out, writeable=True)[...] = _per_tile(g)
         return dx
     padded = (shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(shape[1:-1], padding)) \
         + (shape[-1],)
-    dxp = np.zeros(padded, g.dtype)
+    dxp = np.zeros(padded, g.dtype, like=g)
     for _, where in _offsets(window, strides, (1,) * len(window), out):
         dxp[where] += g
     return _unpad(dxp, padding, shape)
@@ -340,12 +358,12 @@ def take(x, indices, *, axis):
 
 def take_grad(g, indices, *, axis, shape):
     """zeros(shape) with the gradient of each gathered row added back to its row."""
-    out = np.zeros(shape, g.dtype)
+    out = np.zeros(shape, g.dtype, like=g)
     moved = np.moveaxis(out, axis, 0)
     rows = np.moveaxis(g, tuple(range(axis, axis + indices.ndim)),
                        tuple(range(indices.ndim))).reshape((indices.size,) + moved.shape[1:])
     flat = indices.reshape(-1)
-    if flat.size >= 32 and flat.min() >= 0:
+    if flat.size >= 32 and flat.min() >= 0 and isinstance(flat, np.ndarray):
         # np.add.at is slow (one row at a time); instead one fancy-indexed += per rank of
         # repetition (the first occurrence of every index, then the second ...): no index
         # repeats within a pass, and each row's sum is built in the order of its occurrences,
@@ -363,5 +381,5 @@ def take_grad(g, indices, *, axis, shape):
                 chosen = order[rank == r]
                 moved[flat[chosen]] += rows[chosen]
             return out
-    np.add.at(moved, flat, rows)
+    _module(moved).add.at(moved, flat, rows)
     return out
