@@ -424,3 +424,22 @@ def test_traced_take_along_axis_indices_out_of_range_fail_when_run():
         model(A34, np.array([[7], [0], [1]]))     # (not row 1's element 3: 4 + 3 = 7)
     with pytest.raises(flux.BackendError, match="out of range"):
         model(A34, np.array([[0], [-5], [1]]))
+
+
+def check_on_backend(name: str, compile) -> None:
+    """Case `name` compiled with `compile` (``flux.tf``, ``flux.mxnet``) gives the NumPy
+    backend's values, dtypes and `flux.back` input gradients (tests/tf, tests/mxnet use it)."""
+    case = CASES[name]
+    model = flux.net(one_output(case))
+    compiled = compile(model)
+    want = model(*case.inputs)
+    got = compiled(*case.inputs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5 if want.dtype == np.float32 else 1e-10,
+                               atol=1e-10)
+    if name in GRAD_CASES:
+        delta = np.random.default_rng(1).standard_normal(want.shape)
+        for g, w in zip(flux.back(compiled, delta, *case.inputs),
+                        flux.back(model, delta, *case.inputs)):
+            if np.asarray(w).dtype.kind == "f":
+                np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)

@@ -2,26 +2,12 @@
 flip, pad, linalg.norm, take_along_axis, argmax ...) compiled for TensorFlow: the values, dtypes
 and `flux.back`'s input gradients of the NumPy backend (they are compositions of primitives, so
 TensorFlow needs no rule of its own for them)."""
-import numpy as np
 import pytest
 
 import flux
-from test_numpy_functions import CASES, GRAD_CASES, one_output
+from test_numpy_functions import CASES, check_on_backend
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_numpy_function_on_tf_matches_the_numpy_backend(name):
-    case = CASES[name]
-    model = flux.net(one_output(case))
-    compiled = flux.tf(model)
-    want = model(*case.inputs)
-    got = compiled(*case.inputs)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5 if want.dtype == np.float32 else 1e-10,
-                               atol=1e-10)
-    if name in GRAD_CASES:
-        delta = np.random.default_rng(1).standard_normal(want.shape)
-        for g, w in zip(flux.back(compiled, delta, *case.inputs),
-                        flux.back(model, delta, *case.inputs)):
-            if np.asarray(w).dtype.kind == "f":
-                np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+    check_on_backend(name, flux.tf)

@@ -87,6 +87,22 @@ def Conv2D(window, n_in: int, n_out: int, **options) -> Conv:
     return Conv(window, n_in, n_out, **options)
 
 
+def _pool_settings(pool, window, stride, padding) -> None:
+    """A pool's checked window, stride (None: the window) and padding, as its fields."""
+    name = type(pool).__name__
+    pool.window = _window(window, name)
+    pool.stride = None if stride is None else as_tuple(stride, len(pool.window),
+                                                       f"{name}: stride")
+    pool.padding = _check_padding(padding, pool.window, pool.stride or pool.window,
+                                  (1,) * len(pool.window), name)
+
+
+def _pool_repr(pool) -> str:
+    return f"{type(pool).__name__}({pool.window}" \
+        + (f", stride={pool.stride}" if pool.stride else "") \
+        + (f", padding={pool.padding!r}" if pool.padding != "valid" else "") + ")"
+
+
 @net
 class MaxPool:
     """The maximum over each window: ``MaxPool(window, stride=None, padding="valid")``, the
@@ -98,18 +114,12 @@ class MaxPool:
     """
 
     def __init__(self, window, stride=None, padding="valid"):
-        self.window = _window(window, "MaxPool")
-        self.stride = None if stride is None else as_tuple(stride, len(self.window),
-                                                           "MaxPool: stride")
-        self.padding = _check_padding(padding, self.window, self.stride or self.window,
-                                      (1,) * len(self.window), "MaxPool")
+        _pool_settings(self, window, stride, padding)
 
     def __call__(self, x):
         return max_pool(x, self.window, self.stride, self.padding)
 
-    def __repr__(self) -> str:
-        return f"MaxPool({self.window}" + (f", stride={self.stride}" if self.stride else "") \
-            + (f", padding={self.padding!r}" if self.padding != "valid" else "") + ")"
+    __repr__ = _pool_repr
 
 
 @net
@@ -123,15 +133,9 @@ class AvgPool:
     """
 
     def __init__(self, window, stride=None, padding="valid"):
-        self.window = _window(window, "AvgPool")
-        self.stride = None if stride is None else as_tuple(stride, len(self.window),
-                                                           "AvgPool: stride")
-        self.padding = _check_padding(padding, self.window, self.stride or self.window,
-                                      (1,) * len(self.window), "AvgPool")
+        _pool_settings(self, window, stride, padding)
 
     def __call__(self, x):
         return avg_pool(x, self.window, self.stride, self.padding)
 
-    def __repr__(self) -> str:
-        return f"AvgPool({self.window}" + (f", stride={self.stride}" if self.stride else "") \
-            + (f", padding={self.padding!r}" if self.padding != "valid" else "") + ")"
+    __repr__ = _pool_repr
