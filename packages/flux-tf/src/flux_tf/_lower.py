@@ -75,10 +75,11 @@ def _conv(x, w, *, strides, padding, dilation, groups):
     kernels have no gradients for grouped convolutions); TF takes strides or a dilation, not
     both: with both, the convolution with stride 1 is subsampled."""
     both = any(s > 1 for s in strides) and any(d > 1 for d in dilation)
-    y = tf.concat([tf.nn.convolution(xg, wg, 1 if both else strides, "VALID",
-                                     _FORMATS[len(strides)], dilation)
-                   for xg, wg in zip(tf.split(_pad(x, padding), groups, -1),
-                                     tf.split(w, groups, -1))], -1)
+    x = _pad(x, padding)
+    pieces = zip(tf.split(x, groups, -1), tf.split(w, groups, -1)) if groups > 1 else [(x, w)]
+    ys = [tf.nn.convolution(xg, wg, 1 if both else strides, "VALID", _FORMATS[len(strides)],
+                            dilation) for xg, wg in pieces]
+    y = tf.concat(ys, -1) if groups > 1 else ys[0]
     return y[(slice(None),) + tuple(slice(None, None, s) for s in strides)] if both else y
 
 
@@ -99,10 +100,18 @@ def _window_max(x, *, window, strides, padding):
                           _FORMATS[len(window)])
 
 
-def _window_max_grad(x, y, g, **attrs):
-    """g sent to the maximum of each window by TF's MaxPoolGrad (y is recomputed), which on CPU
-    picks the first maximum in row-major window order, as the NumPy `impl` does."""
-    return _pullback(lambda x: _window_max(x, **attrs), x, g)
+def _window_max_grad(x, y, g, *, window, strides, padding):
+    """g sent to the maximum of each window by TF's MaxPoolGrad, which on CPU picks the first
+    maximum in row-major window order, as the NumPy `impl` does. 2-D pools take the forward's
+    y as it is; others pull g back through the pool (y recomputed)."""
+    if len(window) != 2:
+        return _pullback(lambda x: _window_max(x, window=window, strides=strides,
+                                               padding=padding), x, g)
+    dx = tf.raw_ops.MaxPoolGrad(orig_input=_pad(x, padding, _lowest(x)), orig_output=y, grad=g,
+                                ksize=(1, *window, 1), strides=(1, *strides, 1),
+                                padding="VALID")
+    (t, b), (l, r) = padding
+    return dx[:, t:dx.shape[1] - b, l:dx.shape[2] - r]
 
 
 def _window_sum(x, *, window, strides, padding):
