@@ -162,3 +162,22 @@ def test_bad_batchnorm_arguments(make, message):
 def test_batchnorm_on_the_wrong_number_of_channels():
     with pytest.raises(flux.FluxValueError, match=r"normalises 3 channels .* \(2, 4\)"):
         BatchNorm(3)(f32(2, 4))
+
+
+def test_dropout_layernorm_and_embedding_inside_unrolled_recurrent_models():
+    flux.seed(4)
+    step = Chain(flux.LSTM(3, 5), flux.LayerNorm(5), Dropout(0.5))
+    model = flux.unroll(step, 4, stateful=False)
+    x = f32(2, 4, 3)
+    np.testing.assert_array_equal(model(x), model(x))            # test mode: deterministic
+    flux.trainmode(model)
+    a, b = model(x), model(x)
+    assert a.shape == (2, 4, 5) and not np.array_equal(a, b)     # fresh masks per call
+    assert 0.3 < np.mean(a == 0) < 0.7
+    flux.testmode(model, None)
+    (dx,) = flux.back(model, np.ones((2, 4, 5), np.float32), x)
+    assert dx.shape == x.shape and np.all(np.isfinite(dx))
+    tokens = flux.unroll(Chain(flux.Embedding(10, 3), flux.Recurrent(3, 2)), 6)
+    assert tokens(np.array([1, 4, 4, 0, 9, 2])).shape == (6, 2)     # one sequence of tokens
+    batched = Chain(flux.Embedding(10, 3), flux.unroll(flux.GRU(3, 2), 6, stateful=False))
+    assert batched(np.array([[1, 4, 4, 0, 9, 2], [3, 3, 3, 3, 3, 3]])).shape == (2, 6, 2)
