@@ -110,8 +110,8 @@ def _window_max_grad(x, y, g, *, window, strides, padding):
     dx = tf.raw_ops.MaxPoolGrad(orig_input=_pad(x, padding, _lowest(x)), orig_output=y, grad=g,
                                 ksize=(1, *window, 1), strides=(1, *strides, 1),
                                 padding="VALID")
-    (t, b), (l, r) = padding
-    return dx[:, t:dx.shape[1] - b, l:dx.shape[2] - r]
+    (top, bottom), (left, right) = padding
+    return dx[:, top:dx.shape[1] - bottom, left:dx.shape[2] - right]
 
 
 def _window_sum(x, *, window, strides, padding):
