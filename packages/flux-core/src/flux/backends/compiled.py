@@ -119,14 +119,14 @@ class Compiled:
         try:
             if self._structure != structure_version.value:
                 self._refresh()
-            if len(args) == 1:
-                x = args[0]
-                if type(x) is np.ndarray and (x.dtype == self._dtype or self._dtype is None):
-                    entry = self._fast.get((x.shape, x.dtype))
-                    if entry is not None:
-                        outs = entry.forward(x)
-                        return outs[0] if entry.single_out else unflatten(entry.graph.out_tree,
-                                                                          outs)
+            if len(args) == 1 and type(args[0]) is np.ndarray:
+                # the fast path: one plain array of a signature already planned (entries are
+                # keyed by the dtype they were planned for, so others take the path below)
+                entry = self._fast.get((args[0].shape, args[0].dtype))
+                if entry is not None:
+                    outs = entry.forward(args[0])
+                    return outs[0] if entry.single_out else unflatten(entry.graph.out_tree,
+                                                                      outs)
             args, wrap = unwrap(args)
             leaves, entry = self._prepare(args)
             outs = entry.forward(*leaves, *self.carry.inputs(entry.graph))

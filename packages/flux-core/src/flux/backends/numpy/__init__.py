@@ -85,6 +85,11 @@ for _prim in UFUNCS:
 WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | UFUNCS
 """Primitives whose NumPy form takes an ``out=`` buffer."""
 
+SMALL = 1024
+"""Results with fewer elements are fresh arrays: for them NumPy's allocation (its cache of
+small blocks) costs less than passing ``out=`` (a compiled Affine(10, 20) on one point: 1.6×
+a bare ``x @ W + b`` with buffers, 1.47× without: bench/overhead.py)."""
+
 ALIASING = set(P.VIEWS) | {P.getitem_p}
 """Primitives whose NumPy result may share memory with their first input."""
 
@@ -177,7 +182,8 @@ class _Plan:
                 self.targets.append(("fresh",))
                 continue
             target = ("fresh",)
-            if eqn.prim in WRITES_INTO and out.aval.ndim > 0 and not eqn.prim.multiple_results:
+            if eqn.prim in WRITES_INTO and out.aval.size >= SMALL \
+                    and not eqn.prim.multiple_results:
                 target = self._inplace(eqn, out, i, root, group_last, slot_of, reach, never,
                                        ending)
                 if target is None and reach[o] < never:
@@ -306,16 +312,18 @@ def plan(graph: Graph):
     spare: list = []
 
     def run_planned(*xs):
-        try:
-            if not slots:
-                return run(*xs)
-            workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
+        if not slots:
             try:
-                return run(*xs, workspace)
-            finally:
-                spare.append(workspace)
-        except Exception as error:
+                return run(*xs)
+            except Exception as error:
+                raise execution_error(error, lines) from error
+        workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
+        try:
+            outs = run(*xs, workspace)
+        except Exception as error:     # (the workspace is dropped: a later call makes one)
             raise execution_error(error, lines) from error
+        spare.append(workspace)
+        return outs
 
     run_planned.source = source
     return run_planned
