@@ -37,6 +37,14 @@ __all__ = ["net", "call_model", "FunctionModel", "set_eager_runner"]
 # -- calling a model ----------------------------------------------------------------------------
 
 
+def _run_eager(model, args):
+    """`model` called on arrays outside any trace: its NumPy-compiled twin runs."""
+    try:
+        return _eager(model)(*args)
+    except Exception as error:
+        raise user_facing(error) from error.__cause__
+
+
 def call_model(model, forward, args, kwargs, name: str):
     """Run `forward` (the model's bound forward function): inlined into the active trace under
     a model frame, or, outside any trace, compiled and run on NumPy.
@@ -46,13 +54,10 @@ def call_model(model, forward, args, kwargs, name: str):
     """
     trace = current_trace()
     if trace is None:
-        try:
-            if kwargs:
-                raise FluxTypeError(f"{name} takes its inputs positionally; keyword arguments "
-                                    f"{sorted(kwargs)} cannot be traced")
-            return _eager(model)(*args)
-        except Exception as error:
-            raise user_facing(error) from error.__cause__
+        if kwargs:
+            raise user_facing(FluxTypeError(f"{name} takes its inputs positionally; keyword "
+                                            f"arguments {sorted(kwargs)} cannot be traced"))
+        return _run_eager(model, args)
     call = ModelCall(name, trace.paths.get(id(model), ""), sys._getframe())
     trace.calls.append(call)
     if trace.log is not None:
@@ -155,6 +160,8 @@ def _net_class(cls):
             return call_model(self, forward.__get__(self, cls), args, kwargs, name)
     else:
         def __call__(self, *args, **kwargs):
+            if not kwargs and current_trace() is None:    # the common case, without the
+                return _run_eager(self, args)              # bound forward call_model needs
             return call_model(self, forward.__get__(self, cls), args, kwargs, name)
 
     __call__.__doc__ = forward.__doc__
