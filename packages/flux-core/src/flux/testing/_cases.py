@@ -18,7 +18,7 @@ import numpy as np
 import flux
 from flux import Affine, Chain, net
 
-from . import _window_references as W
+from . import _layer_models as L
 from ._checks import finite_differences, leaves
 from ._references import (affine, init, logsoftmax, normals, positives, randn,
                           relu, sigmoid, softmax)
@@ -236,67 +236,17 @@ def _numpy_mlp_reference(p, x):
     return np.maximum(h, 0.1 * h) @ p["W2"]
 
 
-def _small(*shape):
-    return init(*shape) * 0.3        # (a CNN of init's scale diverges under the kit's SGD)
-
-
-def _cnn():
-    return Chain(flux.Conv((3, 3), 2, 3, padding="same", init=_small), flux.relu,
-                 flux.MaxPool((2, 2)), flux.Conv((2, 2), 3, 4, stride=2, init=_small),
-                 flux.AvgPool((1, 2), padding=((0, 0), (0, 1))), flux.Reshape(-1),
-                 Affine(4, 3, init=_small))
-
-
-def _cnn_reference(p, x):
-    h = relu(W.conv(x, p["layers.0.W"], (1, 1), ((1, 1), (1, 1)), (1, 1), 1) + p["layers.0.b"])
-    h = W.pool(h, (2, 2), (2, 2), ((0, 0), (0, 0)), "max")
-    h = W.conv(h, p["layers.3.W"], (2, 2), ((0, 0), (0, 0)), (1, 1), 1) + p["layers.3.b"]
-    h = W.pool(h, (1, 2), (1, 2), ((0, 0), (0, 1)), "mean")
-    return affine(p, "layers.6.", h.reshape(h.shape[0], -1))
-
-
-def _layernorm(x, g, b, eps=1e-5):
-    centred = x - x.mean(-1, keepdims=True)
-    return centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + eps) * g + b
-
-
-def _tokens(rng):
-    """(2, 5) token indices into a vocabulary of 7, repeats included."""
-    return (rng.integers(0, 7, (2, 5)),)
-
-
-def _batchnorm(mode):
-    """Affine then BatchNorm, in a forced mode (so `back` and calls agree)."""
-    def make():
-        model = Chain(Affine(4, 3, init=init), flux.BatchNorm(3))
-        model.layers[1].γ.value = init(3) + 1
-        model.layers[1].β.value = init(3)
-        return flux.testmode(model, mode == "test")
-    return make
-
-
-def _batchnorm_reference(mode):
-    def reference(p, x):
-        h = affine(p, "layers.0.", x)
-        if mode == "train":
-            mean, var = h.mean(0), h.var(0)
-        else:
-            mean, var = np.zeros(3), np.ones(3)       # the initial running statistics
-        return (h - mean) / np.sqrt(var + 1e-5) * p["layers.1.γ"] + p["layers.1.β"]
-    return reference
-
-
 CASES = [
     # images, text, normalisation
-    Case("cnn", _cnn, normals((2, 6, 6, 2)), _cnn_reference, trainable=True),
+    Case("cnn", L.cnn, normals((2, 6, 6, 2)), L.cnn_reference, trainable=True),
     Case("embedding_layernorm", lambda: Chain(flux.Embedding(7, 4, init=init),
-                                              flux.LayerNorm(4)), _tokens,
-         lambda p, i: _layernorm(p["layers.0.W"][np.rint(i).astype(int)], p["layers.1.γ"],
+                                              flux.LayerNorm(4)), L.tokens,
+         lambda p, i: L.layernorm(p["layers.0.W"][np.rint(i).astype(int)], p["layers.1.γ"],
                                  p["layers.1.β"]), constant_inputs=(0,)),
-    Case("batchnorm_test", _batchnorm("test"), normals((5, 4)), _batchnorm_reference("test"),
+    Case("batchnorm_test", L.batchnorm("test"), normals((5, 4)), L.batchnorm_reference("test"),
          batched=True, trainable=True),
-    Case("batchnorm_train", _batchnorm("train"), normals((5, 4)),
-         _batchnorm_reference("train"), trainable=True),
+    Case("batchnorm_train", L.batchnorm("train"), normals((5, 4)),
+         L.batchnorm_reference("train"), trainable=True),
     # layers and Chains
     Case("affine_batch", lambda: Affine(5, 3, init=init), normals((4, 5)),
          lambda p, x: affine(p, "", x), batched=True, trainable=True),
