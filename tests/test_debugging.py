@@ -371,7 +371,20 @@ def test_shapes_of_a_numpy_model_shows_the_numpy_functions_on_their_lines():
     assert total.expr.startswith("sum(tanh(transpose(") and total.shape == (4,)
 
 
-def test_shapes_of_an_unrolled_model_calls_its_step_model_once_per_step():
+def test_shapes_of_a_loop_shows_its_step_once_with_the_step_count():
+    model = unroll(Chain(Affine(3, 5), LSTM(5, 4)), 6)
+    report = flux.shapes(model, (2, 6, 3))
+    assert report.error is None
+    step = "Chain(Affine(3, 5), LSTM(5, 4))(step(Input()[0]::(2, 6, 3))::(2, 3))::(2, 4)"
+    (last,) = [st for st in report.statements if step in st.expr]
+    assert last.expr.startswith("over_6_steps(") and last.shape == (2, 6, 4)
+    assert len(str(report).splitlines()) < 8
+    table = flux.summary(model, (2, 6, 3))
+    assert [(r.path, r.calls) for r in table.rows] == [("", 1), ("model", 6)]
+
+
+def test_shapes_of_an_unrolled_model_calls_its_step_model_once_per_step(monkeypatch):
+    monkeypatch.setenv("FLUX_LOOPS", "unroll")        # full unrolling: one call per step
     model = unroll(Chain(Affine(3, 5), LSTM(5, 4)), 6)
     report = flux.shapes(model, (2, 6, 3))
     assert report.error is None
@@ -383,11 +396,12 @@ def test_shapes_of_an_unrolled_model_calls_its_step_model_once_per_step():
     assert len(set(names)) == len(names)
 
 
-def test_shapes_of_a_long_unrolled_model_keeps_names_distinct():
-    report = flux.shapes(unroll(Chain(LSTM(20, 16), Affine(16, 20)), 50), (4, 50, 20))
+def test_shapes_of_a_long_unrolled_model_keeps_names_distinct(monkeypatch):
+    monkeypatch.setenv("FLUX_LOOPS", "unroll")
+    report = flux.shapes(unroll(Chain(LSTM(20, 16), Affine(16, 20)), 70), (4, 70, 20))
     names = [st.name for st in report.statements]
     assert len(names) > 60 and len(set(names)) == len(names)
-    assert report.statements[-1].shape == (4, 50, 20)
+    assert report.statements[-1].shape == (4, 70, 20)
 
 
 def test_shapes_of_a_flipped_recurrence_shows_each_step_once():

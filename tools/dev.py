@@ -37,6 +37,10 @@ STAMP = "flux-env.json"
 DEMO = ROOT / "examples" / "digits.py"
 
 DOCTESTS = ("--doctest-modules", "packages/flux-core/src/flux")
+UNROLLED = ("FLUX_LOOPS=unroll", "tests/test_unroll.py", "tests/test_recurrence.py",
+            "tests/test_seed_examples.py", "tests/test_sequence_examples.py",
+            "tests/test_everyday.py", "tests/test_checkpoints.py")
+"""The recurrence suites again with every loop fully unrolled (the documented option)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Env:
     packages: tuple[str, ...] = ("packages/flux-core",)
     """Local packages (paths relative to the repository, extras allowed: ``path[tf]``)."""
     suites: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    """Suite name -> pytest arguments, run from the repository root."""
+    """Suite name -> pytest arguments, run from the repository root; leading ``NAME=value``
+    items are environment settings for that suite (``FLUX_LOOPS=unroll``)."""
     from_wheels: bool = False
     """Install the local packages the way users do: built into wheels, then ``pip install
     --no-index --find-links WHEELS "<first package>[extras]==<version>"`` (so the first
@@ -72,7 +77,7 @@ ENVS = [
     # PyTorch (CPU) is the oracle of the layer tests and the benchmarks' baseline.
     Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff",
                  "torch==2.13.0"),
-        suites={"tests": ("tests",), "doctests": DOCTESTS}),
+        suites={"tests": ("tests",), "doctests": DOCTESTS, "unrolled": UNROLLED}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
     Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
@@ -253,8 +258,12 @@ def run_suite(env: Env, python: Path, suite: str, args: tuple[str, ...]) -> Row:
     report = ENVS_DIR / env.name / "reports" / f"{suite}.xml"
     report.unlink(missing_ok=True)
     started = time.perf_counter()
+    settings = {}
+    while args and "=" in args[0] and not args[0].startswith("-"):
+        name, _, value = args[0].partition("=")
+        settings[name], args = value, args[1:]
     code = _run([python, "-m", "pytest", *args, f"--junitxml={report}"], cwd=ROOT,
-                env=_clean_environ(MPLBACKEND="Agg", **_wheels_flag(env)))
+                env=_clean_environ(MPLBACKEND="Agg", **_wheels_flag(env), **settings))
     seconds = time.perf_counter() - started
     counts = _counts(report)
     if code == 5 or (code == 0 and counts is not None and sum(counts.values()) == 0):

@@ -21,6 +21,11 @@ class Backend:
     package: str = ""
     """The distribution that provides it (``pip install <package>``)."""
 
+    loops: bool = False
+    """Whether `lower` takes graphs with loops (`flux.ir.primitives.LOOPS`: `scan`). A
+    backend that leaves it False is given every unrolled model fully unrolled (one copy of
+    the step per time step), so it needs nothing but `PRIMITIVES`."""
+
     def lower(self, graph, options: dict):
         """Return a function taking the graph's flat input arrays (NumPy) and returning the list
         of its outputs as NumPy arrays. `options` are the keyword options the user gave

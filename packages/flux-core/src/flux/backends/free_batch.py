@@ -66,7 +66,8 @@ def free_batch(model, avals, in_tree: Tree, what: str, axis: int = 0) -> FreeBat
     if not any(a.ndim > axis for a in avals):
         raise FluxValueError(f"{what}: no input has a batch axis (axis {axis}); the inputs "
                              f"are {', '.join(str(a.shape) for a in avals) or 'none'}")
-    graphs = [trace(model, with_batch(avals, size, axis), in_tree) for size in TRIAL]
+    graphs = [trace(model, with_batch(avals, size, axis), in_tree, loops=False)
+              for size in TRIAL]
     return _Comparison(what).run(*graphs)
 
 

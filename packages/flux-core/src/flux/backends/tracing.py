@@ -25,25 +25,33 @@ __all__ = ["trace", "abstract_inputs", "model_dtype"]
 
 
 def trace(model, avals, in_tree: Tree, root=None, carry_source=None,
-          training: bool = False) -> Graph:
+          training: bool = False, loops: bool | None = None) -> Graph:
     """Trace `model` called on abstract inputs of the given avals; returns the Graph.
 
     Model frames and parameter names use attribute paths from `root` (default: `model`);
     stateful unrolled models read their carried hidden state from `carry_source` (a Compiled);
-    `training` is the mode layers in auto mode take (`flux.model.modes`).
+    `training` is the mode layers in auto mode take (`flux.model.modes`). Unrolled models
+    become loops (`scan`) when `loops` is True; None means: if the backend of `carry_source`
+    takes loops (``Backend.loops``; True without one), and ``FLUX_LOOPS`` does not say
+    ``unroll``.
     """
+    if loops is None:
+        backend = getattr(carry_source, "backend", None)
+        loops = getattr(backend, "loops", True) if backend is not None else True
     drawn = global_draws()
-    graph, _ = _traced(model, avals, in_tree, root, carry_source, training)
+    graph, _ = _traced(model, avals, in_tree, root, carry_source, training, loops=loops)
     if global_draws() != drawn:
-        where = _first_draw(model, avals, in_tree, root, carry_source, training)
+        where = _first_draw(model, avals, in_tree, root, carry_source, training, loops)
         warnings.warn(FROZEN_RANDOMNESS.format(model=_name(root or model), where=where),
                       RuntimeWarning, stacklevel=2)
     return graph
 
 
-def _traced(model, avals, in_tree, root, carry_source, training, watch_draws=None):
+def _traced(model, avals, in_tree, root, carry_source, training, watch_draws=None,
+            loops=True):
     with Trace(model_paths(model if root is None else root)) as t:
         t.training = training
+        t.loops = t.loops and loops
         t.watch_draws = watch_draws
         if carry_source is not None:
             t.carry = CarriedState(t, carry_source)
@@ -60,13 +68,13 @@ FROZEN_RANDOMNESS = (
     "them outside the model and pass them in as inputs")
 
 
-def _first_draw(model, avals, in_tree, root, carry_source, training) -> str:
+def _first_draw(model, avals, in_tree, root, carry_source, training, loops) -> str:
     """" (at file:line)" of the first operation after a draw, found by tracing again while
     watching the generator (its state is put back after: the user's draws are unchanged)."""
     saved = np.random.get_state()
     try:
         _, t = _traced(model, avals, in_tree, root, carry_source, training,
-                       watch_draws=global_draws())
+                       watch_draws=global_draws(), loops=loops)
     except Exception:       # the first trace succeeded; without a line the warning still helps
         return ""
     finally:

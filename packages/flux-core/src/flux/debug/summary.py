@@ -97,7 +97,7 @@ def summary(model, *input_shapes, depth: int | None = 2) -> Summary:
         target = event.target
         repeat = by_call.get((id(target), event.depth))
         if repeat is not None:
-            repeat.calls += 1
+            repeat.calls += event.repeats
             continue
         outputs = [v.shape for v in flatten(event.result)[0] if isinstance(v, Tracer)]
         done = counted.setdefault(event.depth, set())   # once per level of nesting
@@ -105,7 +105,7 @@ def summary(model, *input_shapes, depth: int | None = 2) -> Summary:
         done.update(id(p) for p in own)
         name = target._name if isinstance(target, FunctionModel) else type(target).__name__
         row = Row(event.call.path, name, outputs[0] if len(outputs) == 1 else outputs,
-                  sum(int(np.prod(p.shape)) for p in own), event.depth)
+                  sum(int(np.prod(p.shape)) for p in own), event.depth, event.repeats)
         by_call[(id(target), event.depth)] = row
         rows.append(row)
     all_params = params(model)

@@ -131,6 +131,10 @@ class Graph:
     def __str__(self) -> str:
         return format_graph(self)
 
+    def __repr__(self) -> str:
+        return (f"Graph({len(self.inputs)} inputs, {len(self.eqns)} equations, "
+                f"{len(self.outputs)} outputs)")
+
 
 # -- printing -----------------------------------------------------------------------------------
 
@@ -163,7 +167,7 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def format_graph(graph: Graph) -> str:
+def format_graph(graph: Graph, indent: str = "", namer: "_Namer | None" = None) -> str:
     """One equation per line with shapes and source lines, e.g.::
 
         { x0:(5, 10) ; W:(10, 20) b:(20,)
@@ -171,28 +175,32 @@ def format_graph(graph: Graph) -> str:
           ...
           return t2 }
     """
-    namer = _Namer()
+    namer = namer or _Namer()
     for i, var in enumerate(graph.inputs):
-        namer.names[id(var)] = f"x{i}"
+        namer.names[id(var)] = f"x{i}" if not indent else namer.name(var, "b")
     for i, var in enumerate(graph.param_vars):
         label = graph.param_names[i] if i < len(graph.param_names) else f"p{i}"
         namer.names[id(var)] = label
     for i, var in enumerate(graph.consts):
-        namer.names[id(var)] = f"c{i}"
+        namer.names[id(var)] = f"c{i}" if not indent else namer.name(var, "k")
     head = " ".join(f"{namer.name(v)}:{v.aval}" for v in graph.inputs)
     if graph.param_vars:
         head += " ; " + " ".join(f"{namer.name(v)}:{v.aval}" for v in graph.param_vars)
     if graph.consts:
         head += " ; " + " ".join(f"{namer.name(v)}:{v.aval}" for v in graph.consts)
-    lines = ["{ " + head]
+    lines = [indent + "{ " + head]
     for eqn in graph.eqns:
         outs = " ".join(f"{namer.name(v)}:{v.aval}" for v in eqn.outputs)
         ins = " ".join(namer.name(v) for v in eqn.inputs)
-        body = f"  {outs} = {eqn.prim.name}{_param_text(eqn.attrs)} {ins}"
+        attrs = {k: v for k, v in eqn.attrs.items() if not isinstance(v, Graph)}
+        body = f"{indent}  {outs} = {eqn.prim.name}{_param_text(attrs)} {ins}"
         where = eqn.source.short()
         if eqn.source.frames:
             frame = eqn.source.frames[0]
             where += f" in {frame.model}" + (f" ({frame.path})" if frame.path else "")
         lines.append(f"{body:<48} # {where}")
-    lines.append("  return " + " ".join(namer.name(v) for v in graph.outputs) + " }")
+        for value in eqn.attrs.values():     # a loop's body, once, below its equation
+            if isinstance(value, Graph):
+                lines.append(format_graph(value, indent + "    ", namer))
+    lines.append(indent + "  return " + " ".join(namer.name(v) for v in graph.outputs) + " }")
     return "\n".join(lines)

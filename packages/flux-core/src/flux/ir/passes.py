@@ -41,7 +41,7 @@ def check_graph(graph: Graph) -> Graph:
 
     Every Var is defined once before use; free variables are inputs, params or consts; each
     equation's output avals are what its primitive's shape rule gives for its inputs; params
-    and their Param objects correspond one to one.
+    and their Param objects correspond one to one; a loop's body graph is checked too.
     """
     defined: set[int] = set()
 
@@ -78,6 +78,10 @@ def check_graph(graph: Graph) -> Graph:
             raise GraphCheckError(f"{eqn!r}: outputs are {got}, shape rule gives {expected}")
         for var in eqn.outputs:
             define(var, f"output of {eqn.prim.name}")
+        for body in (v for v in eqn.attrs.values() if isinstance(v, Graph)):
+            if body.param_vars:
+                raise GraphCheckError(f"{eqn!r}: a loop body takes no params (they are inputs)")
+            check_graph(body)
     for atom in graph.outputs:
         if isinstance(atom, Var) and id(atom) not in defined:
             raise GraphCheckError(f"graph output {atom!r} is never defined")

@@ -20,7 +20,8 @@ class CallEvent:
     which depth (1 = the outermost model), with which arguments and result, and the range of
     equations it recorded."""
 
-    __slots__ = ("target", "call", "depth", "args", "result", "start", "end", "replayed")
+    __slots__ = ("target", "call", "depth", "args", "result", "start", "end", "replayed",
+                 "repeats")
 
     def __init__(self, target, call, depth, args, start):
         self.target = target
@@ -31,6 +32,7 @@ class CallEvent:
         self.start = start
         self.end = start
         self.replayed = False   # a flip()ped call whose result was computed earlier
+        self.repeats = 1        # how many times it runs: the steps of the loops around it
 
 
 class CallLog:

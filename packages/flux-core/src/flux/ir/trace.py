@@ -8,6 +8,7 @@ arrays runs its NumPy implementation; applying it while a `Trace` is active reco
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Callable
 
 import numpy as np
@@ -201,6 +202,7 @@ class Trace:
         self.training = False       # traced for a training step or `back` (layer modes)
         self.watch_draws = None     # NumPy's global generator state, while looking for draws
         self.first_draw: Source | None = None     # where the first draw was then seen
+        self.loops = loops_default()  # unrolled models trace as loops (`scan`), not n copies
         self._outer = None
 
     def __enter__(self) -> "Trace":
@@ -319,7 +321,17 @@ class Trace:
         return maybe_check(dce(graph))
 
 
-__all__ = ["Primitive", "Tracer", "Trace", "bind", "current_trace"]
+__all__ = ["Primitive", "Tracer", "Trace", "bind", "current_trace", "loops_default"]
+
+
+def loops_default() -> bool:
+    """Whether unrolled models trace as one loop (`scan`, the default) or as one copy of the
+    step per time step: ``FLUX_LOOPS=unroll`` in the environment forces full unrolling
+    everywhere (``FLUX_LOOPS=scan`` is the default)."""
+    setting = os.environ.get("FLUX_LOOPS", "scan") or "scan"
+    if setting not in ("scan", "unroll"):
+        raise TraceError(f"FLUX_LOOPS must be 'scan' or 'unroll', found {setting!r}")
+    return setting == "scan"
 
 
 def global_draws():

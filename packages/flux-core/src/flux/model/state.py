@@ -137,7 +137,9 @@ def prev(v, n: int = 1):
     (broadcast over the batch).
     """
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-        raise FluxValueError(f"prev(v, n) needs a whole number of steps n ≥ 1, found {n!r}")
+        raise FluxValueError(f"prev(v, n) reads the value n ≥ 1 steps earlier, found {n!r}: "
+                             f"a step cannot read its own State before assigning it, nor a "
+                             f"later step's; use prev(self.v) for the previous step's value")
     step = current_time_step()
     if step is None:
         raise FluxError("prev() is used outside a recurrent model being unrolled: it takes a "

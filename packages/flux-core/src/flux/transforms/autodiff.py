@@ -15,6 +15,12 @@ from flux.ir import primitives as P
 from flux.ir.trace import Trace, Tracer
 from flux.ir.graph import Graph, Literal, Var
 from flux.ir.passes import dce, maybe_check
+from flux.transforms.loop_grad import scan_split
+
+SPLIT_RULES = {P.scan_p: scan_split}
+"""Primitives whose gradient needs more of the forward pass than their inputs and outputs (a
+loop's residuals): ``rule(vjp, inputs, active, **attrs) -> (outputs, pullback)`` replaces the
+equation in the forward pass, and ``pullback(cotangents)`` gives the inputs' cotangents."""
 
 
 def _differentiable(var) -> bool:
@@ -57,13 +63,20 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
         if wrt_params:
             active.update(id(v) for v in graph.param_vars if _differentiable(v))
 
+        pullbacks: dict[int, object] = {}
         for eqn in graph.eqns:
             trace.source_override = eqn.source
-            outs = trace.bind(eqn.prim, [read(a) for a in eqn.inputs], eqn.attrs)
-            outs = outs if eqn.prim.multiple_results else [outs]
+            flags = [isinstance(a, Var) and id(a) in active for a in eqn.inputs]
+            split = SPLIT_RULES.get(eqn.prim)
+            if split is not None and any(flags):
+                outs, pullbacks[id(eqn)] = split(vjp, [read(a) for a in eqn.inputs], flags,
+                                                 **eqn.attrs)
+            else:
+                outs = trace.bind(eqn.prim, [read(a) for a in eqn.inputs], eqn.attrs)
+                outs = outs if eqn.prim.multiple_results else [outs]
             for old, new in zip(eqn.outputs, outs):
                 env[id(old)] = new
-            if any(isinstance(a, Var) and id(a) in active for a in eqn.inputs):
+            if any(flags):
                 active.update(id(v) for v in eqn.outputs if _differentiable(v))
 
         cts: dict[int, object] = {}
@@ -86,10 +99,16 @@ def vjp(graph: Graph, wrt_inputs=None, wrt_params: bool = True, seed=None) -> Gr
 
         for eqn in reversed(graph.eqns):
             out = eqn.outputs[0]
-            g = cts.pop(id(out), None)
-            if g is None or not any(isinstance(a, Var) and id(a) in active for a in eqn.inputs):
+            gs = [cts.pop(id(v), None) for v in eqn.outputs]
+            g = gs[0]
+            if all(c is None for c in gs) or not any(
+                    isinstance(a, Var) and id(a) in active for a in eqn.inputs):
                 continue
             trace.source_override = eqn.source
+            if id(eqn) in pullbacks:
+                for atom, ct in zip(eqn.inputs, pullbacks[id(eqn)](gs)):
+                    accumulate(atom, ct)
+                continue
             if eqn.prim.vjp is None:
                 raise FluxTypeError(f"{eqn.prim.name} has no gradient rule (it is itself a "
                                     f"gradient: a gradient of it would be of second order)",

@@ -268,6 +268,13 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
         elif target[0] == "slot":
             out_expr = f"_W[{target[1]}]"
         emitter = EMITTERS.get(eqn.prim)
+        if eqn.prim is P.scan_p:
+            key = fresh("_loop")
+            env[key] = loop(**eqn.attrs)
+            lines[len(body) + 2] = eqn
+            outs = ", ".join(names.setdefault(id(v), f"t{v.id}") for v in eqn.outputs)
+            body.append(f"{outs}, = {key}({', '.join(ins)})")
+            continue
         if id(eqn) in elided:
             expr = ins[0]
         elif emitter is None or eqn.prim.multiple_results:
@@ -281,7 +288,8 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
 
     results = []
     returned: set[int] = set()
-    fresh_ids = {id(eqn.outputs[0]) for eqn in graph.eqns if not _aliases(eqn, elided)}
+    fresh_ids = {id(v) for eqn in graph.eqns if not _aliases(eqn, elided)
+                 for v in eqn.outputs}
     for atom in graph.outputs:
         if isinstance(atom, Literal):
             results.append(f"np.asarray({name(atom)})")
@@ -315,11 +323,15 @@ def plan(graph: Graph):
         if not slots:
             try:
                 return run(*xs)
+            except BackendError:        # (raised by a loop's body: it names its equation)
+                raise
             except Exception as error:
                 raise execution_error(error, lines) from error
         workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
         try:
             outs = run(*xs, workspace)
+        except BackendError:
+            raise
         except Exception as error:     # (the workspace is dropped: a later call makes one)
             raise execution_error(error, lines) from error
         spare.append(workspace)
@@ -330,6 +342,32 @@ def plan(graph: Graph):
 
 
 PLAN_FILE = "<flux plan>"
+
+
+def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse):
+    """A `scan` as a Python loop over the planned body (planned once, with its own
+    workspace reused at every step); the ys are written into arrays allocated at the first
+    step."""
+    run = plan(body)
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    x_index = [[P.step_index(a, t) for t in range(length)] for a in x_axes]
+    y_index = [[P.step_index(a, t) for t in range(length)] for a in y_axes]
+    k, m = n_consts, n_carry
+
+    def run_loop(*args):
+        consts, carry, xs = list(args[:k]), list(args[k:k + m]), args[k + m:]
+        ys = None
+        for t in order:
+            outs = run(*consts, *carry, *[x[ix[t]] for x, ix in zip(xs, x_index)])
+            carry = outs[:m]
+            if ys is None:
+                ys = [np.empty(o.shape[:a] + (length,) + o.shape[a:], o.dtype)
+                      for o, a in zip(outs[m:], y_axes)]
+            for y, o, iy in zip(ys, outs[m:], y_index):
+                y[iy[t]] = o
+        return carry + ys
+
+    return run_loop
 
 
 def execution_error(error: Exception, lines: dict) -> BackendError:
@@ -350,6 +388,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     package = "flux-core"
+    loops = True
 
     def lower(self, graph: Graph, options: dict):
         if options:

@@ -20,6 +20,7 @@ from flux.ir.primitives.elementwise import (
 from flux.ir.primitives.structural import (
     broadcast_to_p, concatenate_p, getitem_p, index_add_p, index_text, is_basic_index,
     matmul_p, reduce_max_p, reduce_sum_p, reshape_p, stop_gradient_p, transpose_p)
+from flux.ir.primitives.loop import evaluate, scan_p, step_index
 from flux.ir.primitives.windows import (
     conv_filter_grad_p, conv_input_grad_p, conv_p, take_grad_p, take_p, window_max_grad_p,
     window_max_p, window_sum_grad_p, window_sum_p)
@@ -35,6 +36,10 @@ PRIMITIVES: list[Primitive] = [
 ]
 """Every primitive: the list a backend must implement."""
 
+LOOPS = [scan_p]
+"""Structured primitives, outside `PRIMITIVES`: a backend that declares ``loops = True``
+lowers them; the others are given graphs with every loop unrolled."""
+
 ELEMENTWISE = [p for p in PRIMITIVES if p.elementwise]
 """Elementwise primitives (NumPy broadcasting, one result of the broadcast shape)."""
 
@@ -47,6 +52,6 @@ VIEWS = [p for p in PRIMITIVES if p.view]
 COMPARISONS = [p for p in ELEMENTWISE if p.result_dtype is not None]
 """Elementwise primitives with a bool result."""
 
-__all__ = ["Primitive", "PRIMITIVES", "ELEMENTWISE", "REDUCTIONS", "VIEWS", "COMPARISONS",
-           "broadcast_shapes", "index_text", "is_basic_index"] + [p.name + "_p" for p in
-                                                                  PRIMITIVES]
+__all__ = ["Primitive", "PRIMITIVES", "LOOPS", "scan_p", "evaluate", "step_index",
+           "ELEMENTWISE", "REDUCTIONS", "VIEWS", "COMPARISONS", "broadcast_shapes",
+           "index_text", "is_basic_index"] + [p.name + "_p" for p in PRIMITIVES]
