@@ -78,16 +78,25 @@ def scan_split(vjp, ins, active, *, body, length, n_consts, n_carry, x_axes, y_a
         elif any(u in varying for u in used):
             varying.update(id(o) for o in eqn.outputs)
     forward_eqns = [e for e in joint.eqns if id(e.outputs[0]) not in backward]
-    backward_eqns = [e for e in joint.eqns
-                     if id(e.outputs[0]) in backward or id(e.outputs[0]) not in varying]
+    # views of the step's values (a transposed h_t) are recomputed, not stored
+    views = {id(e) for e in forward_eqns if e.prim.view and id(e.outputs[0]) in varying}
+    backward_eqns = [e for e in joint.eqns if id(e.outputs[0]) in backward
+                     or id(e.outputs[0]) not in varying or id(e) in views]
+    producer = {id(o): e for e in joint.eqns for o in e.outputs}
 
     residuals: list = []
     chosen: set[int] = set()
 
     def keep(atom):
-        if isinstance(atom, Var) and id(atom) in varying and id(atom) not in backward \
-                and id(atom) not in chosen:
-            chosen.add(id(atom))
+        if not isinstance(atom, Var) or id(atom) not in varying or id(atom) in backward \
+                or id(atom) in chosen:
+            return
+        chosen.add(id(atom))
+        made = producer.get(id(atom))
+        if made is not None and id(made) in views:
+            for inner in made.inputs:
+                keep(inner)
+        else:
             residuals.append(atom)
 
     for eqn in joint.eqns:

@@ -142,10 +142,12 @@ def _shape_without(user, var, replacement) -> bool:
 class _Plan:
     """Where each equation writes: ``("fresh",)``, ``("inplace", var)`` or ``("slot", k)``."""
 
-    def __init__(self, graph: Graph, elided: set[int]):
+    def __init__(self, graph: Graph, elided: set[int], owned=frozenset()):
         eqns = graph.eqns
         never = len(eqns) + 1
-        external = {id(v) for v in graph.inputs + graph.param_vars + graph.consts}
+        mine = [v for i, v in enumerate(graph.inputs) if i in owned]
+        external = {id(v) for v in graph.inputs + graph.param_vars + graph.consts} - {
+            id(v) for v in mine}
         last: dict[int, int] = defaultdict(lambda: -1)
         for i, eqn in enumerate(eqns):
             for atom in eqn.inputs:
@@ -168,6 +170,10 @@ class _Plan:
         free = defaultdict(list)              # (shape, dtype) -> free slots
         self.slots: list[tuple] = []
         self.targets: list[tuple] = []
+        for var in mine:              # inputs the caller gives away: buffers like our own
+            root[id(var)] = id(var)
+            group_last[id(var)] = reach[id(var)]
+            ending[reach[id(var)]].append(id(var))
 
         for i, eqn in enumerate(eqns):
             for buf in ending.pop(i - 1, ()):
@@ -224,10 +230,11 @@ class _Plan:
 # -- code generation ----------------------------------------------------------------------------
 
 
-def plan_source(graph: Graph) -> tuple[str, dict]:
-    """The Python source of the planned function and the globals it needs."""
+def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
+    """The Python source of the planned function and the globals it needs; the inputs at the
+    positions in `owned` are the caller's to give away: results may be written into them."""
     elided = _elided(graph)
-    plan = _Plan(graph, elided)
+    plan = _Plan(graph, elided, owned)
     names: dict[int, str] = {}
     env: dict = {"np": np, "_logistic": _logistic_into}
     counter = [0]
@@ -270,7 +277,7 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
         emitter = EMITTERS.get(eqn.prim)
         if eqn.prim is P.scan_p:
             key = fresh("_loop")
-            env[key] = loop(**eqn.attrs)
+            env[key] = loop(**eqn.attrs, lists=_step_lists(graph, eqn))
             lines[len(body) + 2] = eqn
             outs = ", ".join(names.setdefault(id(v), f"t{v.id}") for v in eqn.outputs)
             body.append(f"{outs}, = {key}({', '.join(ins)})")
@@ -308,13 +315,14 @@ def plan_source(graph: Graph) -> tuple[str, dict]:
     return source, env
 
 
-def plan(graph: Graph):
+def plan(graph: Graph, owned=frozenset()):
     """Plan `graph` for NumPy; the result maps flat input arrays to a list of output arrays.
 
     Each concurrent call takes its own workspace (a spare one, or a new one), so planned
-    functions are safe to call from several threads.
+    functions are safe to call from several threads. Inputs at the positions in `owned` may be
+    overwritten (a loop gives its carried values away at every step).
     """
-    source, env = plan_source(graph)
+    source, env = plan_source(graph, owned)
     exec(compile(source, PLAN_FILE, "exec"), env)
     run, slots, lines = env["run"], env["__plan_slots__"], env["__plan_lines__"]
     spare: list = []
@@ -344,27 +352,56 @@ def plan(graph: Graph):
 PLAN_FILE = "<flux plan>"
 
 
-def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse):
+def _step_lists(graph: Graph, eqn) -> frozenset:
+    """The ys of the loop `eqn` that only other loops read, one step at a time (the residuals
+    a gradient's forward loop keeps for its backward loop): they stay lists of the steps'
+    arrays, never copied into one stacked array."""
+    outputs = {id(a) for a in graph.outputs}
+    m = eqn.attrs["n_carry"]
+    reads: dict[int, bool] = {}
+    for user in graph.eqns:
+        first_x = user.attrs["n_consts"] + user.attrs["n_carry"] if user.prim is P.scan_p \
+            else len(user.inputs)
+        for i, atom in enumerate(user.inputs):
+            if isinstance(atom, Var):
+                reads[id(atom)] = reads.get(id(atom), True) and i >= first_x
+    return frozenset(j for j, var in enumerate(eqn.outputs[m:])
+                     if id(var) not in outputs and reads.get(id(var), False))
+
+
+def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse, lists=frozenset()):
     """A `scan` as a Python loop over the planned body (planned once, with its own
     workspace reused at every step); the ys are written into arrays allocated at the first
-    step."""
-    run = plan(body)
+    step, except those in `lists`, which stay Python lists of each step's array (only other
+    loops read them, step by step). The carried values belong to the loop (copies of the
+    initial ones), so the body updates them in place where it can (a gradient's running sum,
+    ``acc += g``)."""
+    k, m = n_consts, n_carry
+    run = plan(body, owned=frozenset(range(k, k + m)))
     order = range(length - 1, -1, -1) if reverse else range(length)
     x_index = [[P.step_index(a, t) for t in range(length)] for a in x_axes]
     y_index = [[P.step_index(a, t) for t in range(length)] for a in y_axes]
-    k, m = n_consts, n_carry
 
     def run_loop(*args):
-        consts, carry, xs = list(args[:k]), list(args[k:k + m]), args[k + m:]
+        consts, xs = list(args[:k]), args[k + m:]
+        carry = [np.array(c) for c in args[k:k + m]]
         ys = None
         for t in order:
-            outs = run(*consts, *carry, *[x[ix[t]] for x, ix in zip(xs, x_index)])
+            outs = run(*consts, *carry, *[x[t] if type(x) is list else x[ix[t]]
+                                          for x, ix in zip(xs, x_index)])
             carry = outs[:m]
+            if len({id(c) for c in carry}) < m:      # one array for two carried values
+                carry = [np.array(c) if any(c is d for d in carry[:j]) else c
+                         for j, c in enumerate(carry)]
             if ys is None:
-                ys = [np.empty(o.shape[:a] + (length,) + o.shape[a:], o.dtype)
-                      for o, a in zip(outs[m:], y_axes)]
-            for y, o, iy in zip(ys, outs[m:], y_index):
-                y[iy[t]] = o
+                ys = [[None] * length if j in lists else
+                      np.empty(o.shape[:a] + (length,) + o.shape[a:], o.dtype)
+                      for j, (o, a) in enumerate(zip(outs[m:], y_axes))]
+            for j, (y, o, iy) in enumerate(zip(ys, outs[m:], y_index)):
+                if j in lists:
+                    y[t] = o
+                else:
+                    y[iy[t]] = o
         return carry + ys
 
     return run_loop
