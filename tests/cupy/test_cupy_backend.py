@@ -48,7 +48,8 @@ def test_an_unrolled_lstm_step_fuses_its_gates():
     flux.seed(0)
     model = unroll(LSTM(8, 16), 5, stateful=False)
     graph = flux.cupy(model).graph(np.zeros((4, 5, 8), np.float32))
-    big = max(len(g.eqns) for g in groups(graph))
+    (loop,) = [e for e in graph.eqns if e.prim.name == "scan"]
+    big = max(len(g.eqns) for g in groups(loop.attrs["body"]))
     assert big >= 10            # the gate nonlinearities and the state update in one kernel
 
 
@@ -178,3 +179,43 @@ def test_without_a_usable_gpu_compiling_says_so():
     with pytest.raises(flux.BackendError, match="no usable GPU") as info:
         flux.cupy(mlp(), standin=False)
     assert "FLUX_CUPY_STANDIN=numpy" in str(info.value)
+
+
+# -- loops ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_loop_on_the_gpu_gives_what_full_unrolling_gives(monkeypatch, stateful):
+    """The scan runs the body's plan once per step (carried values in the loop's buffers,
+    a carried value that is the previous step's another one copied first): outputs, input and
+    Param gradients and SGD training equal the fully unrolled graph's."""
+    x = np.random.default_rng(1).random((2, 5, 3), dtype=np.float32)
+    delta = np.random.default_rng(2).random((2, 5, 2), dtype=np.float32)
+    results = []
+    for mode in ("scan", "unroll"):
+        monkeypatch.setenv("FLUX_LOOPS", mode)
+        flux.seed(0)
+        model = unroll(Chain(LSTM(3, 4), flux.GRU(4, 3), Affine(3, 2)), 5, stateful=stateful)
+        gpu = flux.cupy(model)
+        names = [e.prim.name for e in gpu.graph(x).eqns]
+        assert names.count("scan") == (1 if mode == "scan" else 0)
+        y = gpu(x)
+        (dx,) = gpu.back(delta, x)
+        grads = [p.grad.copy() for p in flux.params(model).values()]
+        flux.train(gpu, [(x, delta)] * 3, loss=flux.mse, opt=flux.SGD(0.5))
+        results.append((y, dx, grads, [p.value.copy() for p in flux.params(model).values()]))
+    (y, dx, grads, values), (y0, dx0, grads0, values0) = results
+    np.testing.assert_allclose(y, y0, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dx, dx0, rtol=1e-5, atol=1e-7)
+    for a, b in zip(grads + values, grads0 + values0):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@needs_nvrtc
+def test_the_kernels_of_a_loop_body_compile_with_nvrtc():
+    gpu = flux.cupy(unroll(LSTM(3, 4), 6, stateful=False))
+    graph = gpu.graph(np.zeros((2, 6, 3), np.float32))
+    sources = flux_cupy.kernel_sources(graph)
+    assert sources and all("flux_k" in s for s in sources)
+    for i, source in enumerate(sources):
+        assert ".version" in flux_cupy.nvrtc_compile(source, f"loop_body_{i}")

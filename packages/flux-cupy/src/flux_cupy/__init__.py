@@ -20,6 +20,7 @@ CuPy (compiling a model does, and says what is missing).
 from __future__ import annotations
 
 from flux.backends import Backend, hookimpl
+from flux.ir import primitives as P
 
 from ._codegen import cuda_source, numpy_source
 from ._compiled import CupyCompiled
@@ -35,6 +36,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
     package = "flux-cupy"
+    loops = True
 
     def compile(self, model, options: dict):
         return CupyCompiled(model, self, options)
@@ -44,10 +46,15 @@ class CupyBackend(Backend):
 
 
 def kernel_sources(graph) -> list[str]:
-    """The CUDA source of every fused kernel the backend makes for `graph` (what CI compiles
-    with NVRTC, and what `tools/gpu_check.sh` runs)."""
-    return [cuda_source(step, f"flux_k{i}") for i, step in enumerate(schedule(graph))
-            if isinstance(step, Group)]
+    """The CUDA source of every fused kernel the backend makes for `graph`, loop bodies
+    included (what CI compiles with NVRTC, and what `tools/gpu_check.sh` runs)."""
+    steps = schedule(graph)
+    sources = [cuda_source(step, f"flux_k{i}") for i, step in enumerate(steps)
+               if isinstance(step, Group)]
+    for step in steps:
+        if not isinstance(step, Group) and step.prim is P.scan_p:
+            sources += kernel_sources(step.attrs["body"])
+    return sources
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from flux.backends import equation_error, first_line, is_basic_index
+from flux import BackendError
 from flux.ir import Literal
 from flux.ir import primitives as P
 
@@ -69,10 +70,47 @@ class Plan:
                 kernel([_contiguous(xp, vals[i]) for i in ins], outs)
             return run_group
         eqn = step
+        if eqn.prim is P.scan_p:
+            return self._loop(eqn, slot, xp)
         out = slot(eqn.outputs[0])
         ins = [self._atom(a, slot) for a in eqn.inputs]
         build = _OPS.get(eqn.prim, _impl)
         return build(self, eqn, ins, out, xp)
+
+    def _loop(self, eqn, slot, xp):
+        """A `scan`: the body planned once (its own buffers), run once per step; the carried
+        values live in the loop's output buffers (copied in at the start, and from the
+        body's results after each step), each step's ys are copied into their stacked
+        buffers. No host synchronisation: a captured CUDA graph holds the whole loop."""
+        attrs = eqn.attrs
+        body = Plan(attrs["body"], self.runtime)
+        k, m, length = attrs["n_consts"], attrs["n_carry"], attrs["length"]
+        ins = [self._atom(a, slot) for a in eqn.inputs]
+        buffers = [self._buffer(v) for v in eqn.outputs]
+        for var, buffer in zip(eqn.outputs, buffers):
+            self.values[slot(var)] = buffer
+        carry, ys = buffers[:m], buffers[m:]
+        order = range(length - 1, -1, -1) if attrs["reverse"] else range(length)
+        x_index = [[P.step_index(a, t) for t in range(length)] for a in attrs["x_axes"]]
+        y_index = [[P.step_index(a, t) for t in range(length)] for a in attrs["y_axes"]]
+
+        def run_loop(vals):
+            consts = [_get(vals, a) for a in ins[:k]]
+            for buffer, a in zip(carry, ins[k:k + m]):
+                xp.copyto(buffer, _get(vals, a))
+            xs = [_get(vals, a) for a in ins[k + m:]]
+            for t in order:
+                outs = body.run(consts + carry + [x[ix[t]] for x, ix in zip(xs, x_index)], [])
+                for y, out, iy in zip(ys, outs[m:], y_index):   # (before the carried values
+                    y[iy[t]] = out                              #  they may show change)
+                new = outs[:m]
+                if any(_within(out, carry[:j] + carry[j + 1:]) for j, out in enumerate(new)):
+                    # (h′ is another h, or a view of it: copy them all first)
+                    new = [out.copy() for out in new]
+                for buffer, out in zip(carry, new):
+                    if out is not buffer:
+                        xp.copyto(buffer, out)
+        return run_loop
 
     def _atom(self, atom, slot):
         """A slot number, or (for a Literal) a constant device array in a 1-tuple."""
@@ -96,12 +134,19 @@ class Plan:
                 index += 1
         except self.runtime.out_of_memory as error:
             raise _memory_error(error, self.steps[index]) from error
+        except BackendError:            # (raised inside a loop's body: it names its equation)
+            raise
         except Exception as error:
             step = self.steps[index]
             eqn = step.eqns[0] if isinstance(step, Group) else step
             raise equation_error("cupy", error, eqn) from error
         return [vals[i] if i is not None else lit
                 for i, lit in zip(self.output_slots, self.literals)]
+
+
+def _within(x, buffers) -> bool:
+    """Whether `x` is one of `buffers` or a view of one."""
+    return any(x is b or getattr(x, "base", None) is b for b in buffers)
 
 
 def _memory_error(error, step):
