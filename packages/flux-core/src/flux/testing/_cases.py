@@ -19,6 +19,7 @@ import flux
 from flux import Affine, Chain, net
 
 from . import _layer_models as L
+from . import _loop_models as M
 from ._checks import finite_differences, leaves
 from ._references import (affine, init, logsoftmax, normals, positives, randn,
                           relu, sigmoid, softmax)
@@ -369,6 +370,9 @@ CASES = [
          lambda p, xs: np.concatenate([_run_recurrent(p, "model.forward.", xs),
                                        _run_recurrent(p, "model.backward.model.", xs,
                                                       reverse=True)], axis=-1),
+         batched=True),
+    Case("unrolled_nested", M.nested, normals((2, 3, 4, 2)), M.nested_reference),
+    Case("unrolled_same_input", M.same_input, normals((2, 3)), M.same_input_reference,
          batched=True),
     fn("broadcasting", lambda x, y, z: x * y + z, normals((4, 1, 3), (5, 3), (3,)),
        lambda x, y, z: x * y + z),

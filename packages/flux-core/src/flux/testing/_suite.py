@@ -6,11 +6,13 @@ subclasses may override `compile` (how a model is compiled), the tolerances, or 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import flux
-from flux.backends import KNOWN_BACKENDS, vjp
+from flux.backends import KNOWN_BACKENDS, REGISTRY, vjp
 from flux.ir import primitives as _primitives
 
 from ._cases import CASES, Case
@@ -34,6 +36,7 @@ _OPTIMISER_CASES = [c for c in _TRAINABLE if c.name in (
     "affine_batch", "chain_relu_tanh_logsoftmax", "closure_over_param", "shared_param",
     "unrolled_lstm")]
 _FLOAT32 = np.dtype(np.float32)
+_LOOPS = [c for c in CASES if c.name.startswith("unrolled_")]
 
 
 class BackendConformance(TrainingChecks):
@@ -130,6 +133,10 @@ class BackendConformance(TrainingChecks):
     @pytest.mark.parametrize("case", _BATCHED, ids=_ids(_BATCHED))
     def test_batch_matches_single_points(self, case: Case):
         self.check_batch(case)
+
+    @pytest.mark.parametrize("case", _LOOPS, ids=_ids(_LOOPS))
+    def test_a_loop_matches_full_unrolling(self, case: Case):
+        self.check_loop(case)
 
     @pytest.mark.parametrize("case", PRIMITIVE_CASES, ids=_ids(PRIMITIVE_CASES))
     def test_primitive_forward(self, case: Case):
@@ -272,6 +279,30 @@ class BackendConformance(TrainingChecks):
             f"{what}: expected dtype {np.asarray(primal).dtype}, found {grad.dtype}")
         assert_grads_close(grad, expected, rtol=self.grad_rtol, what=what)
 
+    def check_loop(self, case: Case) -> None:
+        """Proves a backend that runs loops (``Backend.loops``) runs them as the same function
+        as their full unrolling: the outputs and `flux.back`'s gradients of an unrolled model
+        compiled with loops (`scan`) and with ``FLUX_LOOPS=unroll`` agree to float32 rounding
+        (the other checks compare both with the oracle)."""
+        if not getattr(REGISTRY.get(self.backend), "loops", False):
+            pytest.skip(f"the {self.backend} backend takes no loops: it always unrolls")
+        results = []
+        for setting in ("scan", "unroll"):
+            with _loops_setting(setting):
+                model, params = case.build()
+                inputs = case.make_inputs()
+                compiled = self.compile(model)
+                out = compiled(*inputs)
+                grads = flux.back(compiled, random_like(case, out), *inputs)
+                results.append((out, grads, {k: np.array(p.grad) for k, p in params.items()}))
+        (out, grads, pgrads), (out0, grads0, pgrads0) = results
+        assert_close(out, out0, rtol=1e-5, atol=1e-6, what="the loop's output")
+        assert_close(list(grads), list(grads0), rtol=1e-4, atol=1e-6,
+                     what="the loop's input gradients")
+        for name in pgrads0:
+            assert_close(pgrads[name], pgrads0[name], rtol=1e-4, atol=1e-6,
+                         what=f"the loop's gradient of Param {name!r}")
+
     def check_batch(self, case: Case) -> None:
         """Proves single points and batches agree: each point of a batch, given alone (no
         batch axis), gives that row of the batch's output, without the batch axis; a batch of
@@ -289,3 +320,20 @@ class BackendConformance(TrainingChecks):
         assert one.shape == (1,) + batch.shape[1:], (
             f"a batch of one: expected shape {(1,) + batch.shape[1:]}, found {one.shape}")
         assert_close(one[0], batch[0], rtol=self.rtol, atol=self.atol, what="a batch of one")
+
+
+class _loops_setting:
+    """``FLUX_LOOPS`` set to `value` inside the block (and put back after)."""
+
+    def __init__(self, value: str):
+        self.value, self.saved = value, None
+
+    def __enter__(self):
+        self.saved = os.environ.get("FLUX_LOOPS")
+        os.environ["FLUX_LOOPS"] = self.value
+
+    def __exit__(self, *exc):
+        if self.saved is None:
+            os.environ.pop("FLUX_LOOPS", None)
+        else:
+            os.environ["FLUX_LOOPS"] = self.saved
