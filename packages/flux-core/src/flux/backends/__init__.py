@@ -7,6 +7,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
 - tracing: `trace` (a model on abstract inputs -> `flux.ir.Graph`), `abstract_inputs` (the
   avals of arrays or shapes as users pass them), `model_dtype`, `flatten_args`/`unflatten`;
   `vjp` (a graph's forward and gradients as one graph, as core's `flux.back` runs it);
+  `merge_matmuls` (matmuls sharing an operand as one, for backends that gain from fewer,
+  larger products);
 - mirrors: `ParamMirror` and `OptimiserMirror`, a backend's copies of Params and optimiser
   state, kept current by version, and `MirroredCompiled`, the `Compiled` of a backend that
   keeps them (training steps and updates run on the backend between sync and hand-back);
@@ -44,6 +46,7 @@ from flux.backends.contract import Backend, hookimpl
 from flux.ir.pytree import flatten, flatten_args, unflatten
 from flux.ir.source import user_facing
 from flux.transforms.autodiff import vjp
+from flux.transforms.matmuls import merge_matmuls
 
 __all__ = [
     "Backend", "hookimpl", "Compiled", "MirroredCompiled", "TrainingStep", "trace",
@@ -54,7 +57,7 @@ __all__ = [
     "NUMPY", "FreeBatch", "free_batch", "input_shape", "affine_adds",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
-    "all_finite",
+    "all_finite", "merge_matmuls",
 ]
 
 
