@@ -25,6 +25,7 @@ from flux.backends.errors import equation_error
 from flux.errors import BackendError
 from flux.ir import primitives as P
 from flux.ir.graph import Graph, Literal, Var
+from flux.transforms.matmuls import merge_matmuls
 
 __all__ = ["NumpyBackend", "NUMPY", "plan", "plan_source"]
 
@@ -84,6 +85,10 @@ for _prim in UFUNCS:
 
 WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | UFUNCS
 """Primitives whose NumPy form takes an ``out=`` buffer."""
+
+MERGE_MATMULS = False
+"""Whether graphs are planned after `merge_matmuls` (off: on CPU BLAS the merged products are
+no faster, see bench/RESULTS.md, and the concatenations cost copies)."""
 
 SMALL = 1024
 """Results with fewer elements are fresh arrays: for them NumPy's allocation (its cache of
@@ -430,7 +435,7 @@ class NumpyBackend(Backend):
     def lower(self, graph: Graph, options: dict):
         if options:
             raise TypeError(f"the numpy backend takes no options, given {sorted(options)}")
-        return plan(graph)
+        return plan(merge_matmuls(graph) if MERGE_MATMULS else graph)
 
 
 NUMPY = NumpyBackend()
