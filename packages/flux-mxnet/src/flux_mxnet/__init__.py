@@ -5,9 +5,10 @@ model's graphs as MXNet executors; `flux.train`/`flux.update` run MXNet's backwa
 optimiser operators on one shared NDArray per Param (`ParamStore`); `symbol` and `module` hand
 the model to MXNet's own API (Module, its optimisers and kvstores).
 
-Modules: `_rules` (the lowering table), `_symbol` (a graph as one Symbol), `_compiled` (bound
-executors, the shared Param arrays, `MXNetCompiled`), `_training` (flux's optimisers as MXNet's
-update operators), `_native` (`symbol`, `module`, `set_params`).
+Modules: `_rules` (the lowering table), `_windows` and `_loops` (its rules for windows and for
+`scan`, as ``foreach``), `_hoist` (work lifted out of loops), `_symbol` (a graph as one Symbol),
+`_compiled` (bound executors, the shared Param arrays, `MXNetCompiled`), `_training` (flux's
+optimisers as MXNet's update operators), `_native` (`symbol`, `module`, `set_params`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class MXNetBackend(fb.Backend):
 
     name = "mxnet"
     package = "flux-mxnet"
+    loops = True        # scan as mx.sym.contrib.foreach (`_loops`)
 
     def compile(self, model, options: dict):
         return MXNetCompiled(model, self, options)

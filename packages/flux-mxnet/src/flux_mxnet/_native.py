@@ -58,8 +58,10 @@ def symbol(model, *inputs):
     the recurrent layers, a Chain of them, unrolled models), ``data`` has an unknown (0) batch
     size and ``sym.infer_shape(data=(n, ...))`` works for any n; a model whose graph depends
     on its batch size otherwise (a mean over the batch) is refused, naming the line. Given
-    inputs, the Symbol is specialised to their shapes, batch size included. A stateful unrolled
-    model starts from its initial state; its final state is the outputs after its own.
+    inputs, the Symbol is specialised to their shapes, batch size included, and an unrolled
+    model's steps are one ``foreach`` (unless ``FLUX_LOOPS=unroll``; the Symbol for every
+    batch size has them unrolled). A stateful unrolled model starts from its initial state;
+    its final state is the outputs after its own.
     """
     _, built, arg_params = _built(model, inputs, "symbol")
     if not built.symbols:

@@ -8,7 +8,8 @@ Conventions on the MXNet side (legacy `mx.sym`, no NumPy-shape mode):
   Param one Variable named by its attribute path, the constants ``const<i>``;
 - every operator of equation i is named ``e<i>_<primitive>`` (helpers add a suffix), so an
   MXNet error, which names its operator, maps back to the equation
-  (`flux.backends.equation_named`).
+  (`flux.backends.equation_named`); those of a loop body's equation j ``e<i>_scan_e<j>_...``,
+  so names stay unique however loops nest (an error in a body maps to its loop).
 """
 from __future__ import annotations
 
@@ -92,16 +93,10 @@ class GraphSymbol:
                 self.batch_source = env[var], batch[0]
         for i, (var, value) in enumerate(zip(graph.consts, graph.const_values)):
             env[var] = self.add_const(f"const{i}", np.asarray(value))
-        fused = affine_adds(graph) if fuse_affine else {}
-        products = {m for m, _ in fused.values()}
-        for index, eqn in enumerate(graph.eqns):
-            if index in products:
-                continue                     # built with the add that uses it
-            if index in fused:
-                m, bias = fused[index]
-                env[eqn.outputs[0]] = _affine(index, graph.eqns[m], bias, env)
-            else:
-                env[eqn.outputs[0]] = self._apply_rule(index, eqn, env)
+        self.fuse_affine = fuse_affine
+        self._transposed: dict[int, tuple] = {}     # id(W) -> (W, W transposed)
+        self.steps = 0          # how many loop steps deep the symbols being built are
+        self._lower(graph, env)
         self.outputs: list = []
         self.symbols: list = []
         for i, atom in enumerate(graph.outputs):
@@ -126,11 +121,54 @@ class GraphSymbol:
         self.consts[name] = array.astype(dtype).reshape(mx_shape(array.shape))
         return self._variable(name, array.shape, dtype)
 
-    def _apply_rule(self, index, eqn, env):
+    def _lower(self, graph, env, prefix=""):
+        """Add the symbols of `graph`'s equations to `env` (Var -> symbol), the operators
+        of equation i named ``<prefix>e<i>_...``."""
+        fused = affine_adds(graph) if self.fuse_affine else {}
+        products = {m for m, _ in fused.values()}
+        for index, eqn in enumerate(graph.eqns):
+            if index in products:
+                continue                     # built with the add that uses it
+            if index in fused:
+                m, bias = fused[index]
+                name = f"{prefix}{op_name(index)}_affine"
+                env[eqn.outputs[0]] = self._affine(name, graph.eqns[m], bias, env)
+            elif eqn.prim.multiple_results:
+                env.update(zip(eqn.outputs, self._apply_rule(index, eqn, env, prefix)))
+            else:
+                env[eqn.outputs[0]] = self._apply_rule(index, eqn, env, prefix)
+
+    def _affine(self, name, matmul, bias, env):
+        """``x @ W + b`` as FullyConnected (its weight is W transposed: (outputs, inputs),
+        made once per W by `transposed`)."""
+        x, w = matmul.inputs
+        return S.FullyConnected(env[x], weight=self.transposed(env[w], f"{name}_wT"),
+                                bias=env[bias], num_hidden=bias.aval.shape[-1], flatten=False,
+                                name=name)
+
+    def transposed(self, sym, name):
+        """`sym` (a matrix) transposed, made once: the first call makes it, named `name`. (A
+        loop makes its FullyConnected weights before it, so no step transposes them.)"""
+        if id(sym) not in self._transposed:
+            self._transposed[id(sym)] = sym, S.transpose(sym, name=name)
+        return self._transposed[id(sym)][1]
+
+    def lower_body(self, graph, inputs, consts, prefix) -> list:
+        """The symbols of the outputs of `graph` (a loop body) given symbols for its `inputs`
+        and its `consts`; its operators named ``<prefix>e<i>_...``."""
+        env = dict(zip(graph.inputs, inputs))
+        env.update(zip(graph.consts, consts))
+        self._lower(graph, env, prefix)
+        return [S.full(shape=mx_shape(atom.aval.shape), val=float(atom.value),
+                       dtype=mx_dtype(atom.aval.dtype), name=f"{prefix}lit{i}")
+                if isinstance(atom, Literal) else env[atom]
+                for i, atom in enumerate(graph.outputs)]
+
+    def _apply_rule(self, index, eqn, env, prefix=""):
         rule = RULES.get(eqn.prim)
         if rule is None:
             raise FluxTypeError(f"the mxnet backend cannot lower primitive {eqn.prim.name!r}")
-        r = Rule(self, index, eqn)
+        r = Rule(self, index, eqn, prefix)
         scalar = SCALAR.get(eqn.prim)
         if scalar is not None and len(eqn.inputs) == 2:
             x, y = eqn.inputs
@@ -141,15 +179,6 @@ class GraphSymbol:
         ins = [r.full(a.value, (), a.dtype) if isinstance(a, Literal) else env[a]
                for a in eqn.inputs]
         return rule(r, *ins, **eqn.attrs)
-
-
-def _affine(index, matmul, bias, env):
-    """``x @ W + b`` as FullyConnected (its weight is W transposed: (outputs, inputs))."""
-    x, w = matmul.inputs
-    name = f"{op_name(index)}_affine"
-    weight = S.transpose(env[w], name=f"{name}_wT")
-    return S.FullyConnected(env[x], weight=weight, bias=env[bias],
-                            num_hidden=bias.aval.shape[-1], flatten=False, name=name)
 
 
 def to_symbol(graph, fuse_affine=False, free=None) -> GraphSymbol:
