@@ -31,10 +31,12 @@ class TFBackend(Backend):
     """Runs flux graphs as `tf.function`s. Options: ``jit_compile`` (XLA, default False),
     ``check_numerics`` (every floating result checked for NaN/Inf, naming the equation) and
     ``device`` (``"cpu"``, ``"gpu"``, ``"gpu:1"``, ``"/GPU:0"``: where the variables live and
-    the functions run; default TensorFlow's placement)."""
+    the functions run; default TensorFlow's placement). Unrolled models arrive as loops
+    (`scan`), each one `tf.while_loop` (`flux_tf._loop`)."""
 
     name = "tf"
     package = "flux-tf"
+    loops = True
 
     def lower(self, graph, options: dict):
         options = check_options(options)

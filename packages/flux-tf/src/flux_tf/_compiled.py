@@ -27,6 +27,7 @@ from flux import BackendError
 from flux.backends import (MirroredCompiled, OptimiserMirror, ParamMirror, backend_error,
                            parse_device)
 
+from ._loop import located
 from ._lower import build
 
 __all__ = ["TFCompiled", "Variables", "OptimiserVariables", "check_options", "graph_function"]
@@ -100,8 +101,8 @@ def concrete_function(fn, graph, options):
 def _run(fn, graph, xs) -> list:
     try:
         return fn(*xs)
-    except tf.errors.OpError as error:
-        raise backend_error("tf", error, graph) from error
+    except tf.errors.OpError as error:            # at its equation, inside loops too
+        raise backend_error("tf", error, *located(graph, str(error))) from error
 
 
 def _numpy(outs) -> list:

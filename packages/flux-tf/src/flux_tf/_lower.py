@@ -1,9 +1,11 @@
 """The lowering table: flux's primitives as TensorFlow ops, and a graph as a function of tensors.
 
-`LOWERINGS` has one short entry per primitive of `flux.ir.PRIMITIVES`. `build` turns a `Graph`
-into ``body(inputs, params) -> outputs`` over TF tensors; every equation's ops are made inside
-``tf.name_scope(op_name(i))``, so a TF error naming an op (``e12/MatMul``) maps back to
-equation 12 and its source (`flux.backends.backend_error`). The callers (`TFCompiled`,
+`LOWERINGS` has one short entry per primitive of `flux.ir.PRIMITIVES`, and the loop `scan`
+(`flux.ir.primitives.LOOPS`: a `tf.while_loop`, `flux_tf._loop`). `build` turns a `Graph`
+into ``body(inputs, params) -> outputs`` over TF tensors, a scan's body graph built the same
+way; every equation's ops are made inside ``tf.name_scope(op_name(i))``, so a TF error naming
+an op (``e12/MatMul``) maps back to equation 12 and its source (`flux.backends.backend_error`;
+`flux_tf._loop.located` follows such names into a loop's body). The callers (`TFCompiled`,
 `tensor`, `keras_layer`) decide where the params come from (their own `tf.Variable`s) and wrap
 `body` in `tf.function`.
 """
@@ -16,6 +18,8 @@ from flux import BackendError
 from flux.backends import backend_error, flat_positions, is_basic_index, op_name
 from flux.ir import Graph, Literal
 from flux.ir import primitives as P
+
+from ._loop import scan
 
 __all__ = ["LOWERINGS", "build"]
 
@@ -167,6 +171,8 @@ LOWERINGS = {
     P.window_max_p: _window_max, P.window_max_grad_p: _window_max_grad,
     P.window_sum_p: _window_sum, P.window_sum_grad_p: _window_sum_grad,
     P.take_p: _take, P.take_grad_p: _take_grad,
+    # the loop, given its body built as `step` (see `build`)
+    P.scan_p: scan,
 }
 
 UNSUPPORTED = "the tf backend cannot lower the primitive {name!r} (used at {where})"
@@ -184,6 +190,8 @@ def build(graph: Graph, check_numerics: bool = False):
             raise BackendError(UNSUPPORTED.format(name=eqn.prim.name, where=eqn.source.short()),
                                trace=eqn.source.frames)
     consts = [np.asarray(v) for v in graph.const_values]
+    steps = {id(eqn): build(eqn.attrs["body"], check_numerics)      # each loop's body, once
+             for eqn in graph.eqns if eqn.prim is P.scan_p}
 
     def body(inputs, params):
         env = {id(var): value for var, value in zip(graph.inputs, inputs)}
@@ -196,14 +204,19 @@ def build(graph: Graph, check_numerics: bool = False):
             return env[id(atom)]
 
         for i, eqn in enumerate(graph.eqns):
+            attrs = dict(eqn.attrs, step=steps[id(eqn)]) if id(eqn) in steps else eqn.attrs
             with tf.name_scope(op_name(i)):
                 try:
-                    out = LOWERINGS[eqn.prim](*(read(a) for a in eqn.inputs), **eqn.attrs)
+                    out = LOWERINGS[eqn.prim](*(read(a) for a in eqn.inputs), **attrs)
+                except BackendError:                # raised in a loop's body, at its equation
+                    raise
                 except Exception as error:
                     raise backend_error("tf", error, graph, i) from error
-                if check_numerics and eqn.outputs[0].aval.dtype.kind == "f":
+                several = eqn.prim.multiple_results         # a loop (its body checks itself)
+                if check_numerics and not several and eqn.outputs[0].aval.dtype.kind == "f":
                     out = tf.debugging.check_numerics(out, f"{op_name(i)}: {eqn.prim.name}")
-            env[id(eqn.outputs[0])] = out
+            env.update((id(var), value) for var, value in zip(eqn.outputs, out if several
+                                                              else [out]))
         return [read(atom) for atom in graph.outputs]
 
     return body
