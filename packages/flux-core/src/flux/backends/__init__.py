@@ -8,7 +8,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   avals of arrays or shapes as users pass them), `model_dtype`, `flatten_args`/`unflatten`;
   `vjp` (a graph's forward and gradients as one graph, as core's `flux.back` runs it);
   `merge_matmuls` (matmuls sharing an operand as one, for backends that gain from fewer,
-  larger products);
+  larger products); `lift_loops`/`lift_loop` (what a loop body computes without its carried
+  values, moved before the loop);
 - mirrors: `ParamMirror` and `OptimiserMirror`, a backend's copies of Params and optimiser
   state, kept current by version, and `MirroredCompiled`, the `Compiled` of a backend that
   keeps them (training steps and updates run on the backend between sync and hand-back);
@@ -46,6 +47,7 @@ from flux.backends.contract import Backend, hookimpl
 from flux.ir.pytree import flatten, flatten_args, unflatten
 from flux.ir.source import user_facing
 from flux.transforms.autodiff import vjp
+from flux.transforms.loop_lift import lift_loop, lift_loops
 from flux.transforms.matmuls import merge_matmuls
 
 __all__ = [
@@ -57,7 +59,7 @@ __all__ = [
     "NUMPY", "FreeBatch", "free_batch", "input_shape", "affine_adds",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
-    "all_finite", "merge_matmuls",
+    "all_finite", "merge_matmuls", "lift_loops", "lift_loop",
 ]
 
 

@@ -10,9 +10,10 @@ entry of a product is the same sum of the same products), in three rewrites:
 - **sum of products**: ``Σ_i p_i @ q_i`` (an addition tree whose leaves are products used only
   there, q_i of rank 2) becomes ``[p_1 | … | p_k] @ [q_1 ; … ; q_k]``: the gradient of a shared
   operand, ``Σ_i dz_i @ W_iᵀ``;
-- **loop invariants out of loops**: in a `scan` body, what depends only on the loop's consts
-  (the concatenated weights, their transposes) is computed once, before the loop, and passed
-  in as a const; so the merged weights cost one copy per call, not one per step.
+- **loop invariants out of loops** (`flux.transforms.loop_lift`): in a `scan` body, what
+  depends only on the loop's consts (the concatenated weights, their transposes) is computed
+  once, before the loop, and passed in as a const; so the merged weights cost one copy per
+  call, not one per step.
 
 Repeated views (the same transpose of the same value, which autodiff makes once per use) are
 merged first, so that the products above are seen to share their operand, and repeated
@@ -28,6 +29,7 @@ import numpy as np
 from flux.ir import primitives as P
 from flux.ir.graph import Aval, Eqn, Graph, Literal, Var
 from flux.ir.passes import dce, maybe_check
+from flux.transforms.loop_lift import lift_loops
 
 __all__ = ["merge_matmuls"]
 
@@ -41,8 +43,7 @@ def merge_matmuls(graph: Graph) -> Graph:
     out = Graph(graph.inputs, graph.param_vars, graph.param_objs, graph.consts,
                 graph.const_values, eqns, graph.outputs, graph.in_tree, graph.out_tree,
                 graph.param_names, graph.carry_in, graph.carry_out)
-    out = _hoist_invariants(out)
-    return maybe_check(dce(out))
+    return lift_loops(maybe_check(dce(out)))
 
 
 def _with_bodies(eqn: Eqn) -> Eqn:
@@ -241,67 +242,3 @@ def _one_sum(products: list, rest: list, root: Eqn) -> list:
         made.append(Eqn(P.add_p, [total, term], [nxt], {}, source))
         total = nxt
     return made
-
-
-# -- loop invariants ------------------------------------------------------------------------------
-
-
-def _hoist_invariants(graph: Graph) -> Graph:
-    """Move what a loop body computes from its consts alone out of the loop."""
-    eqns = []
-    consts, values = list(graph.consts), list(graph.const_values)
-    for eqn in graph.eqns:
-        if eqn.prim is not P.scan_p:
-            eqns.append(eqn)
-            continue
-        outside, eqn = _hoisted(eqn, consts, values)
-        eqns.extend(outside)
-        eqns.append(eqn)
-    return Graph(graph.inputs, graph.param_vars, graph.param_objs, consts, values, eqns,
-                 graph.outputs, graph.in_tree, graph.out_tree, graph.param_names,
-                 graph.carry_in, graph.carry_out)
-
-
-def _hoisted(eqn: Eqn, consts: list, values: list) -> tuple[list, Eqn]:
-    attrs = eqn.attrs
-    body, k = attrs["body"], attrs["n_consts"]
-    outer = {id(v): a for v, a in zip(body.inputs[:k], eqn.inputs[:k])}
-    for var, value in zip(body.consts, body.const_values):
-        outer[id(var)] = var
-        if all(var is not c for c in consts):
-            consts.append(var)
-            values.append(value)
-    invariant = set(outer)
-    moved, kept = [], []
-    for inner in body.eqns:
-        if all(isinstance(a, Literal) or id(a) in invariant for a in inner.inputs):
-            invariant.update(id(v) for v in inner.outputs)
-            moved.append(inner)
-        else:
-            kept.append(inner)
-    if not moved:
-        return [], eqn
-    needed = {id(a) for e in kept for a in e.inputs if isinstance(a, Var)} | {
-        id(a) for a in body.outputs if isinstance(a, Var)}
-    boundary = [v for e in moved for v in e.outputs if id(v) in needed]
-    mapping = {id(v): Var(v.aval) for v in boundary}
-    outside = []
-    for inner in moved:
-        ins = [a if isinstance(a, Literal) else outer.get(id(a), a) for a in inner.inputs]
-        outs = [Var(v.aval) for v in inner.outputs]
-        for v, o in zip(inner.outputs, outs):
-            outer[id(v)] = o
-        outside.append(Eqn(inner.prim, ins, outs, inner.attrs, inner.source))
-    new_inputs = [mapping[id(v)] for v in boundary]
-
-    def inside(atom):
-        return mapping.get(id(atom), atom) if isinstance(atom, Var) else atom
-
-    new_body = Graph(body.inputs[:k] + new_inputs + body.inputs[k:], [], [],
-                     list(body.consts), list(body.const_values),
-                     [Eqn(e.prim, [inside(a) for a in e.inputs], e.outputs, e.attrs, e.source)
-                      for e in kept], [inside(a) for a in body.outputs])
-    new_body = maybe_check(dce(new_body))
-    inputs = list(eqn.inputs[:k]) + [outer[id(v)] for v in boundary] + list(eqn.inputs[k:])
-    return outside, Eqn(eqn.prim, inputs, eqn.outputs,
-                        dict(attrs, body=new_body, n_consts=k + len(boundary)), eqn.source)

@@ -25,6 +25,7 @@ from flux.backends.errors import equation_error
 from flux.errors import BackendError
 from flux.ir import primitives as P
 from flux.ir.graph import Graph, Literal, Var
+from flux.transforms.loop_lift import lift_loops
 from flux.transforms.matmuls import merge_matmuls
 
 __all__ = ["NumpyBackend", "NUMPY", "plan", "plan_source"]
@@ -85,6 +86,10 @@ for _prim in UFUNCS:
 
 WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | UFUNCS
 """Primitives whose NumPy form takes an ``out=`` buffer."""
+
+LIFT_LOOPS = True
+"""Whether loops run with their loop-free work lifted out first (`lift_loops`: an LSTM's input
+products as one product over the whole sequence)."""
 
 MERGE_MATMULS = False
 """Whether graphs are planned after `merge_matmuls` (off: on CPU BLAS the merged products are
@@ -435,6 +440,8 @@ class NumpyBackend(Backend):
     def lower(self, graph: Graph, options: dict):
         if options:
             raise TypeError(f"the numpy backend takes no options, given {sorted(options)}")
+        if LIFT_LOOPS:
+            graph = lift_loops(graph)
         return plan(merge_matmuls(graph) if MERGE_MATMULS else graph)
 
 
