@@ -19,7 +19,7 @@ CuPy (compiling a model does, and says what is missing).
 """
 from __future__ import annotations
 
-from flux.backends import Backend, hookimpl
+from flux.backends import Backend, hookimpl, lift_loops
 from flux.ir import primitives as P
 
 from ._codegen import cuda_source, numpy_source
@@ -48,7 +48,7 @@ class CupyBackend(Backend):
 def kernel_sources(graph) -> list[str]:
     """The CUDA source of every fused kernel the backend makes for `graph`, loop bodies
     included (what CI compiles with NVRTC, and what `tools/gpu_check.sh` runs)."""
-    steps = schedule(graph)
+    steps = schedule(lift_loops(graph))
     sources = [cuda_source(step, f"flux_k{i}") for i, step in enumerate(steps)
                if isinstance(step, Group)]
     for step in steps:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flux.backends import equation_error, first_line, is_basic_index
+from flux.backends import equation_error, first_line, is_basic_index, lift_loops
 from flux import BackendError
 from flux.ir import Literal
 from flux.ir import primitives as P
@@ -26,6 +26,7 @@ class Plan:
     """`graph` on `runtime` (see the module docstring)."""
 
     def __init__(self, graph, runtime):
+        graph = lift_loops(graph)        # (a loop's input products: one long GEMM, not L)
         self.graph, self.runtime = graph, runtime
         self.steps = schedule(graph)
         xp = runtime.xp
