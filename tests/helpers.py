@@ -164,3 +164,15 @@ def version_of(distribution: str) -> tuple[int, ...]:
     except importlib.metadata.PackageNotFoundError:
         return (0,)
     return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def both_ways(monkeypatch, make, run):
+    """``run(make())`` with loops (``FLUX_LOOPS=scan``), then with full unrolling
+    (``FLUX_LOOPS=unroll``): the same seed, fresh models; returns the two results."""
+    import flux
+    results = []
+    for mode in ("scan", "unroll"):
+        monkeypatch.setenv("FLUX_LOOPS", mode)
+        flux.seed(3)
+        results.append(run(make()))
+    return results

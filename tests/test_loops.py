@@ -9,7 +9,8 @@ from flux import Affine, Chain, State, net, prev, unroll
 from flux.ir import Aval, Eqn, Graph, Var
 from flux.ir import primitives as P
 from flux.transforms.autodiff import vjp
-from helpers import check_back, lstm_cell, np_params, np_unroll, randomize, under
+from helpers import (both_ways, check_back, lstm_cell, np_params, np_unroll, randomize,
+                     under)
 
 
 def sequence(*shape, seed=0):
@@ -19,15 +20,6 @@ def sequence(*shape, seed=0):
 def prims(graph) -> list[str]:
     return [e.prim.name for e in graph.eqns]
 
-
-def both_ways(monkeypatch, make, run):
-    """``run(make())`` with loops, then with full unrolling (same seed, fresh models)."""
-    results = []
-    for mode in ("scan", "unroll"):
-        monkeypatch.setenv("FLUX_LOOPS", mode)
-        flux.seed(3)
-        results.append(run(make()))
-    return results
 
 
 MODELS = {

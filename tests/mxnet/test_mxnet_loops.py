@@ -13,7 +13,7 @@ import flux
 from flux import Affine, Chain, State, net, prev, unroll
 from flux.ir import Aval, Eqn, Graph, Literal, Var, check_graph
 from flux.ir import primitives as P
-from helpers import randomize
+from helpers import both_ways, randomize
 
 mx = pytest.importorskip("mxnet")
 flux_mxnet = pytest.importorskip("flux_mxnet")
@@ -40,15 +40,6 @@ def loops(monkeypatch):
     """Loops on, whatever ``FLUX_LOOPS`` the suite runs under."""
     monkeypatch.setenv("FLUX_LOOPS", "scan")
 
-
-def both_ways(monkeypatch, make, run):
-    """``run(make())`` with loops, then with full unrolling (same seed, fresh models)."""
-    results = []
-    for mode in ("scan", "unroll"):
-        monkeypatch.setenv("FLUX_LOOPS", mode)
-        flux.seed(3)
-        results.append(run(make()))
-    return results
 
 
 def assert_same(looped, unrolled, rtol=1e-4, atol=1e-5):

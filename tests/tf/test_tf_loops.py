@@ -14,21 +14,12 @@ from flux.backends import vjp
 from flux.ir import Aval, Eqn, Graph, Literal, Var
 from flux.ir import primitives as P
 from flux_tf._lower import build
-from helpers import line_of, randomize
+from helpers import both_ways, line_of, randomize
 
 
 def sequence(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
-
-def both_ways(monkeypatch, make, run):
-    """``run(make())`` with loops, then fully unrolled (same seed, fresh models)."""
-    results = []
-    for mode in ("scan", "unroll"):
-        monkeypatch.setenv("FLUX_LOOPS", mode)
-        flux.seed(3)
-        results.append(run(make()))
-    return results
 
 
 @net
