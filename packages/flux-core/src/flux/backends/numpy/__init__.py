@@ -25,67 +25,11 @@ from flux.backends.errors import equation_error
 from flux.errors import BackendError
 from flux.ir import primitives as P
 from flux.ir.graph import Graph, Literal, Var
+from flux.backends.numpy.emitters import EMITTERS, WRITES_INTO, aliases, elided, logistic_into
 from flux.transforms.loop_lift import lift_loops
 from flux.transforms.matmuls import merge_matmuls
 
 __all__ = ["NumpyBackend", "NUMPY", "plan", "plan_source"]
-
-# -- how each primitive is written in NumPy -------------------------------------------------------
-# An emitter takes the input expressions, the equation's attrs and the `out=` target (or None)
-# and returns an expression. Primitives missing here fall back to calling their `impl`.
-
-UFUNCS = {p for p in P.ELEMENTWISE if isinstance(p.impl, np.ufunc)}
-"""Elementwise primitives implemented by a NumPy ufunc: written as a call of it, with out=."""
-
-
-def _ufunc_emitter(name: str):
-    def emit(ins, params, out):
-        args = ", ".join(ins) + (f", out={out}" if out else "")
-        return f"np.{name}({args})"
-    return emit
-
-
-def _logistic(ins, params, out):
-    # (tanh(x/2) + 1) / 2, all but the first step in place
-    target = out or "None"
-    return f"_logistic({ins[0]}, {target})"
-
-
-def _logistic_into(x, out):
-    if np.ndim(x) == 0:
-        return P.logistic_p.impl(x)
-    out = np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    np.multiply(out, 0.5, out=out)
-    np.add(out, 0.5, out=out)
-    return out
-
-
-EMITTERS = {
-    P.logistic_p: _logistic,
-    P.relu_p: lambda ins, p, out: f"np.maximum({ins[0]}, 0" + (f", out={out})" if out else ")"),
-    P.matmul_p: lambda ins, p, out: (
-        f"np.matmul({ins[0]}, {ins[1]}" + (f", out={out})" if out else ")")),
-    P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
-    P.convert_p: lambda ins, p, out: f"{ins[0]}.astype(np.{np.dtype(p['dtype']).name})",
-    P.stop_gradient_p: lambda ins, p, out: ins[0],
-    P.reduce_sum_p: lambda ins, p, out: (
-        f"np.add.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
-        if p["axes"] else ins[0]),
-    P.reduce_max_p: lambda ins, p, out: (
-        f"np.maximum.reduce({ins[0]}, axis={p['axes']!r}, keepdims={p['keepdims']})"
-        if p["axes"] else ins[0]),
-    P.broadcast_to_p: lambda ins, p, out: f"np.broadcast_to({ins[0]}, {p['shape']!r})",
-    P.reshape_p: lambda ins, p, out: f"{ins[0]}.reshape({p['shape']!r})",
-    P.transpose_p: lambda ins, p, out: (
-        f"{ins[0]}.T" if len(p["perm"]) == 2 else f"{ins[0]}.transpose({p['perm']!r})"),
-    P.concatenate_p: lambda ins, p, out: f"np.concatenate(({', '.join(ins)},), axis={p['axis']})",
-}
-for _prim in UFUNCS:
-    EMITTERS.setdefault(_prim, _ufunc_emitter(_prim.impl.__name__))
-
-WRITES_INTO = {P.matmul_p, P.logistic_p, P.relu_p} | UFUNCS
-"""Primitives whose NumPy form takes an ``out=`` buffer."""
 
 LIFT_LOOPS = True
 """Whether loops run with their loop-free work lifted out first (`lift_loops`: an LSTM's input
@@ -99,52 +43,6 @@ SMALL = 1024
 """Results with fewer elements are fresh arrays: for them NumPy's allocation (its cache of
 small blocks) costs less than passing ``out=`` (a compiled Affine(10, 20) on one point: 1.6×
 a bare ``x @ W + b`` with buffers, 1.47× without: bench/overhead.py)."""
-
-ALIASING = set(P.VIEWS) | {P.getitem_p}
-"""Primitives whose NumPy result may share memory with their first input."""
-
-
-def _aliases(eqn, elided=frozenset()) -> bool:
-    if eqn.prim in ALIASING or id(eqn) in elided:
-        return True
-    return eqn.prim.reduction and not eqn.attrs["axes"]
-
-
-def _elided(graph: Graph) -> set[int]:
-    """Equations NumPy does for free inside the ufuncs that use their results, so they are
-    skipped (their result is their input):
-
-    - bool-to-float converts used only by multiplications (``g * mask`` converts in the loop);
-    - broadcasts used only by elementwise ufuncs whose result has the same shape without them
-      (NumPy broadcasts implicitly).
-    """
-    users: dict[int, list] = defaultdict(list)
-    for eqn in graph.eqns:
-        for atom in eqn.inputs:
-            if isinstance(atom, Var):
-                users[id(atom)].append(eqn)
-    outputs = {id(a) for a in graph.outputs}
-    elided = set()
-    for eqn in graph.eqns:
-        out = eqn.outputs[0]
-        uses = users[id(out)]
-        if id(out) in outputs or not uses:
-            continue
-        if (eqn.prim is P.convert_p and eqn.inputs[0].aval.dtype == np.bool_
-                and out.aval.dtype.kind == "f" and all(u.prim is P.mul_p for u in uses)):
-            elided.add(id(eqn))
-        elif eqn.prim is P.broadcast_to_p and all(
-                u.prim in UFUNCS and _shape_without(u, out, eqn.inputs[0])
-                for u in uses):
-            elided.add(id(eqn))
-    return elided
-
-
-def _shape_without(user, var, replacement) -> bool:
-    """Whether `user` still has its output shape when `var` is replaced by `replacement`."""
-    shapes = [replacement.aval.shape if a is var else a.aval.shape for a in user.inputs]
-    return tuple(np.broadcast_shapes(*shapes)) == user.outputs[0].aval.shape
-
 
 # -- planning -----------------------------------------------------------------------------------
 
@@ -169,7 +67,7 @@ class _Plan:
         # the last use of a value or of any view derived from it
         reach = defaultdict(lambda: -1, last)
         for eqn in reversed(eqns):
-            if _aliases(eqn, elided) and isinstance(eqn.inputs[0], Var):
+            if aliases(eqn, elided) and isinstance(eqn.inputs[0], Var):
                 u, o = id(eqn.inputs[0]), id(eqn.outputs[0])
                 reach[u] = max(reach[u], reach[o])
 
@@ -191,7 +89,7 @@ class _Plan:
                     free[self.slots[slot_of[buf]]].append(slot_of[buf])
             out = eqn.outputs[0]
             o = id(out)
-            if _aliases(eqn, elided):
+            if aliases(eqn, elided):
                 src = eqn.inputs[0]
                 ours = isinstance(src, Var) and id(src) not in external
                 root[o] = root.get(id(src)) if ours else None
@@ -243,10 +141,10 @@ class _Plan:
 def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
     """The Python source of the planned function and the globals it needs; the inputs at the
     positions in `owned` are the caller's to give away: results may be written into them."""
-    elided = _elided(graph)
-    plan = _Plan(graph, elided, owned)
+    skipped = elided(graph)
+    plan = _Plan(graph, skipped, owned)
     names: dict[int, str] = {}
-    env: dict = {"np": np, "_logistic": _logistic_into}
+    env: dict = {"np": np, "_logistic": logistic_into}
     counter = [0]
 
     def fresh(prefix):
@@ -292,7 +190,7 @@ def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
             outs = ", ".join(names.setdefault(id(v), f"t{v.id}") for v in eqn.outputs)
             body.append(f"{outs}, = {key}({', '.join(ins)})")
             continue
-        if id(eqn) in elided:
+        if id(eqn) in skipped:
             expr = ins[0]
         elif emitter is None or eqn.prim.multiple_results:
             key = fresh("_f")
@@ -305,7 +203,7 @@ def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
 
     results = []
     returned: set[int] = set()
-    fresh_ids = {id(v) for eqn in graph.eqns if not _aliases(eqn, elided)
+    fresh_ids = {id(v) for eqn in graph.eqns if not aliases(eqn, skipped)
                  for v in eqn.outputs}
     for atom in graph.outputs:
         if isinstance(atom, Literal):
