@@ -176,3 +176,11 @@ def both_ways(monkeypatch, make, run):
         flux.seed(3)
         results.append(run(make()))
     return results
+
+
+def nested_loops():
+    """The conformance kit's ``unrolled_nested`` model (a loop inside each step of a loop,
+    freshly built and seeded) and an input for it."""
+    from flux.testing import CASES
+    case = next(c for c in CASES if c.name == "unrolled_nested")
+    return case.build()[0], case.make_inputs()[0]

@@ -9,8 +9,8 @@ from flux import Affine, Chain, State, net, prev, unroll
 from flux.ir import Aval, Eqn, Graph, Var
 from flux.ir import primitives as P
 from flux.transforms.autodiff import vjp
-from helpers import (both_ways, check_back, lstm_cell, np_params, np_unroll, randomize,
-                     under)
+from helpers import (both_ways, check_back, lstm_cell, nested_loops, np_params, np_unroll,
+                     randomize, under)
 
 
 def sequence(*shape, seed=0):
@@ -112,19 +112,11 @@ def test_a_trainable_initial_state_and_a_seq_false_input_get_gradients():
     assert set(np_params(model)) == {"model.W", "model.y"}
 
 
-def test_a_loop_inside_a_loop_and_the_seeds_decoder_step(monkeypatch):
-    @net
-    class Inner:
-        layer: object
-
-        def __call__(self, x):                 # x: (batch, 3, 2): a loop inside each step
-            return flux.sum(self.layer(x), axis=1)
-
+def test_a_loop_inside_a_loop(monkeypatch):
     def make():
-        inner = unroll(flux.Recurrent(2, 3), 3, stateful=False)
-        return unroll(Chain(Inner(inner), flux.LSTM(3, 2)), 4, stateful=False)
+        return nested_loops()[0]
 
-    x = sequence(2, 4, 3, 2)
+    x = nested_loops()[1]
 
     def run(model):
         randomize(model, seed=2)

@@ -13,7 +13,7 @@ import flux
 from flux import Affine, Chain, State, net, prev, unroll
 from flux.ir import Aval, Eqn, Graph, Literal, Var, check_graph
 from flux.ir import primitives as P
-from helpers import both_ways, randomize
+from helpers import both_ways, nested_loops, randomize
 
 mx = pytest.importorskip("mxnet")
 flux_mxnet = pytest.importorskip("flux_mxnet")
@@ -153,18 +153,10 @@ def test_training_and_back_run_foreach_in_mxnet(loops):
 
 
 def test_a_loop_inside_a_loop(monkeypatch):
-    @net
-    class Inner:
-        layer: object
-
-        def __call__(self, x):                 # x: (batch, 3, 2): a loop inside each step
-            return flux.sum(self.layer(x), axis=1)
-
     def make():
-        inner = unroll(flux.Recurrent(2, 3), 3, stateful=False)
-        return unroll(Chain(Inner(inner), flux.LSTM(3, 2)), 4, stateful=False)
+        return nested_loops()[0]
 
-    x = f32(2, 4, 3, 2)
+    x = nested_loops()[1]
 
     def run(model):
         randomize(model, seed=2)

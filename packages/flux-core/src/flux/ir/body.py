@@ -11,7 +11,7 @@ once for every step: reaching them raises `NeedsUnrolling`, and the caller unrol
 from __future__ import annotations
 
 from flux.errors import TraceError
-from flux.ir.trace import Trace, Tracer
+from flux.ir.trace import ESCAPED, Trace, Tracer
 
 __all__ = ["BodyTrace", "NeedsUnrolling"]
 
@@ -59,7 +59,7 @@ class BodyTrace(Trace):
         outer = self.outer
         if value.trace is not outer:
             if not isinstance(outer, BodyTrace):
-                raise TraceError("a traced value was used outside the model call that made it")
+                raise TraceError(ESCAPED)
             value = outer.capture(value)
         inner = self.new_input(value.aval)
         self.captured.append(value)

@@ -6,8 +6,6 @@ subclasses may override `compile` (how a model is compiled), the tolerances, or 
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -288,7 +286,8 @@ class BackendConformance(TrainingChecks):
             pytest.skip(f"the {self.backend} backend takes no loops: it always unrolls")
         results = []
         for setting in ("scan", "unroll"):
-            with _loops_setting(setting):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("FLUX_LOOPS", setting)
                 model, params = case.build()
                 inputs = case.make_inputs()
                 compiled = self.compile(model)
@@ -321,19 +320,3 @@ class BackendConformance(TrainingChecks):
             f"a batch of one: expected shape {(1,) + batch.shape[1:]}, found {one.shape}")
         assert_close(one[0], batch[0], rtol=self.rtol, atol=self.atol, what="a batch of one")
 
-
-class _loops_setting:
-    """``FLUX_LOOPS`` set to `value` inside the block (and put back after)."""
-
-    def __init__(self, value: str):
-        self.value, self.saved = value, None
-
-    def __enter__(self):
-        self.saved = os.environ.get("FLUX_LOOPS")
-        os.environ["FLUX_LOOPS"] = self.value
-
-    def __exit__(self, *exc):
-        if self.saved is None:
-            os.environ.pop("FLUX_LOOPS", None)
-        else:
-            os.environ["FLUX_LOOPS"] = self.saved
