@@ -20,6 +20,7 @@ LAYERS = [
     {"backends", "hookspecs"},
     {"train"},
     {"debug"},
+    {"onnx"},
     {"testing"},
 ]
 """flux-core's layers, bottom first (by the first name after ``flux.``): a module imports

@@ -26,8 +26,9 @@ PACKAGE = REPO / "packages" / "flux-core"
 DEPENDENCIES = {"numpy", "pluggy", "tqdm"}
 """What flux-core itself needs (tqdm: the progress bar of flux.train); anything else must come
 in through an extra."""
-EXTRA_DEPENDENCIES = {"pytest", "hypothesis", "flux-tf", "flux-mxnet", "flux-cupy"}
-"""What flux-core's extras may pull in: test tools and this repository's backend plugins."""
+EXTRA_DEPENDENCIES = {"pytest", "hypothesis", "flux-tf", "flux-mxnet", "flux-cupy", "onnx"}
+"""What flux-core's extras may pull in: test tools, this repository's backend plugins, and
+onnx (flux.onnx)."""
 EXTRA_MARKER = re.compile(r"\bextra\s*==")
 
 

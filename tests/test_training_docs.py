@@ -1,4 +1,5 @@
-"""docs/training.md's and docs/layers.md's examples run and print what the pages show."""
+"""docs/training.md's, docs/layers.md's and docs/onnx.md's examples run and print what the
+pages show."""
 import doctest
 from pathlib import Path
 
@@ -7,8 +8,14 @@ import pytest
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 
 
-@pytest.mark.parametrize("page", ["training.md", "layers.md"])
+NEEDS = {"onnx.md": ("onnx", "onnxruntime", "torch")}
+"""What a page's examples import besides flux (the test environments without it skip it)."""
+
+
+@pytest.mark.parametrize("page", ["training.md", "layers.md", "onnx.md"])
 def test_the_page_runs(page):
+    for module in NEEDS.get(page, ()):
+        pytest.importorskip(module)
     path = DOCS_DIR / page
     text = path.read_text(encoding="utf-8")
     blocks = [block.split("```", 1)[0] for block in text.split("```pycon\n")[1:]]

@@ -65,6 +65,10 @@ class Env:
 TEST_TOOLS = ("pytest", "hypothesis", "tqdm",     # (flux-core's tqdm, before --no-index installs)
               "setuptools>=70.1")   # builds flux-core's metadata offline (tests/test_packaging.py)
 
+ONNX = ("onnx==1.23.2", "onnxruntime==1.32.0")
+ONNX_ON_BACKENDS = ("tests/onnx/test_onnx_backends.py",)
+"""ONNX-loaded models and ONNX's node tests on each backend plugin (in its environment)."""
+
 ENVS = [
     Env("demo", ("numpy>=2,<3", "scikit-learn", "matplotlib")),
     # `dev.py demo --backend tf` / `--backend mxnet` run the demo in these.
@@ -74,34 +78,38 @@ ENVS = [
     Env("demo-mxnet", ("numpy==1.23.5", "mxnet==1.9.1", "scikit-learn==1.3.2",
                        "matplotlib==3.7.5"),
         packages=("packages/flux-core", "packages/flux-mxnet")),
-    # PyTorch (CPU) is the oracle of the layer tests and the benchmarks' baseline.
+    # PyTorch (CPU) is the oracle of the layer tests and the benchmarks' baseline; onnx and
+    # onnxruntime test flux.onnx (onnxruntime runs what flux exports; PyTorch makes ONNX files).
     Env("core", ("numpy>=2,<3", *TEST_TOOLS, "scikit-learn", "matplotlib", "ruff",
-                 "torch==2.13.0"),
+                 "torch==2.13.0", *ONNX),
         suites={"tests": ("tests",), "doctests": DOCTESTS, "unrolled": UNROLLED}),
     # flux-core must also work on the oldest NumPy it supports (the one MXNet needs).
-    Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS),
+    Env("core-np123", ("numpy==1.23.5", *TEST_TOOLS, *ONNX),
         suites={"tests": ("tests",), "doctests": DOCTESTS}),
     # A third party's backend, installed from its own pyproject.toml, passes the conformance kit.
     Env("third-party", ("numpy>=2,<3", *TEST_TOOLS),
         packages=("packages/flux-core", "examples/third_party_backend"),
         suites={"conformance": ("examples/third_party_backend/tests",)}),
     # `pip install "flux-core[tf]"` from the repository's built wheels, as users install it.
-    Env("tf", ("tensorflow-cpu==2.21.0", *TEST_TOOLS),
+    Env("tf", ("tensorflow-cpu==2.21.0", ONNX[0], *TEST_TOOLS),
         packages=("packages/flux-core[tf]", "packages/flux-tf"),
-        suites={"tests": ("tests/tf", "tests/test_properties.py", "tests/test_installation.py")},
+        suites={"tests": ("tests/tf", "tests/test_properties.py", "tests/test_installation.py",
+                          *ONNX_ON_BACKENDS)},
         from_wheels=True),
     # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
-    Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", *TEST_TOOLS),
+    Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", ONNX[0], *TEST_TOOLS),
         packages=("packages/flux-core[mxnet]", "packages/flux-mxnet"),
         suites={"mxnet": ("tests/mxnet", "tests/test_properties.py",
-                          "tests/test_installation.py")}, from_wheels=True),
+                          "tests/test_installation.py", *ONNX_ON_BACKENDS)},
+        from_wheels=True),
     # `pip install "flux-core[cupy]"` from the built wheels (CuPy for CUDA 12 from the index),
     # plus NVRTC: no GPU here, so the suites run on flux-cupy's NumPy stand-in and compile
     # every CUDA kernel it generates (tests/conftest.py sets both up).
-    Env("cupy", ("numpy>=2,<3", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12", *TEST_TOOLS),
+    Env("cupy", ("numpy>=2,<3", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12", ONNX[0],
+                 *TEST_TOOLS),
         packages=("packages/flux-core[cupy]", "packages/flux-cupy"),
         suites={"cupy": ("tests/cupy", "tests/test_properties.py",
-                         "tests/test_installation.py")}, from_wheels=True),
+                         "tests/test_installation.py", *ONNX_ON_BACKENDS)}, from_wheels=True),
 ]
 
 

@@ -42,6 +42,7 @@ from flux.train.throttle import throttle
 from flux.debug.shapes import ShapesReport, infer, shapes
 from flux.debug.summary import Summary, summary
 from flux.train.io import load, save
+from flux import onnx                  # flux.onnx.export / flux.onnx.load (the onnx extra)
 
 _set_eager_runner(_compiled_numpy)   # a model called on arrays runs on its NumPy twin
 
@@ -92,6 +93,8 @@ __all__ = [
     "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle", "save", "load",
     # shapes and debugging
     "infer", "shapes", "ShapesReport", "summary", "Summary",
+    # ONNX
+    "onnx",
     # backends
     "backends", "compile", "Compiled", "mxnet", "tf", "cupy",
     # errors
