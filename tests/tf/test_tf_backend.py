@@ -386,3 +386,15 @@ def test_a_model_trained_on_tf_copies_and_pickles_with_its_trained_values():
     np.testing.assert_allclose(pickle.loads(pickle.dumps(m))(x), trained, rtol=1e-5, atol=1e-6)
     twin = copy.deepcopy(opt)                 # the TF-side moments come along
     assert sorted(twin.state_arrays({id(p): n for n, p in flux.params(m).items()}))
+
+
+def test_a_transposed_matmul_plus_a_row_of_bias_runs():
+    """TF's graph optimiser fuses MatMul + Add into a kernel that takes a vector bias and fails
+    at run time on a (1, n) one (ONNX's Gemm with transA gives this graph): flux-tf passes the
+    row as a vector."""
+    model = net(lambda a, b, c: a.T @ b + c)
+    args = [RNG.normal(size=s).astype(np.float32) for s in [(5, 3), (5, 4), (1, 4)]]
+    np.testing.assert_allclose(flux.tf(model)(*args), model(*args), rtol=1e-5, atol=1e-6)
+    delta = np.ones((3, 4), np.float32)
+    *_, dc = flux.back(flux.tf(model), delta, *args)
+    np.testing.assert_allclose(dc, delta.sum(0, keepdims=True), rtol=1e-5)

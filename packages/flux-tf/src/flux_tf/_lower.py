@@ -143,12 +143,30 @@ def _take_grad(g, indices, *, axis, shape):
     return tf.transpose(summed, [*range(1, axis + 1), 0, *range(axis + 1, len(shape))])
 
 
+def _add(x, y):
+    """x + y. An operand whose leading sizes are 1, beside one of at least its rank, is passed
+    without them (the same sum): TF's graph optimiser fuses ``MatMul`` + ``Add`` into a kernel
+    that takes its bias only as a vector, and fails at run time on a (1, n) one."""
+    return tf.add(*_without_leading_ones(x, y))
+
+
+def _without_leading_ones(x, y):
+    for i, (a, b) in enumerate([(x, y), (y, x)]):
+        shape = a.shape.as_list() if a.shape.rank is not None else None
+        if shape and b.shape.rank is not None and len(shape) >= 2 and shape[0] == 1 \
+                and b.shape.rank >= len(shape) and None not in shape:
+            k = next((j for j, d in enumerate(shape) if d != 1), len(shape) - 1)
+            a = tf.reshape(a, shape[k:])
+            return (a, b) if i == 0 else (b, a)
+    return x, y
+
+
 LOWERINGS = {
     # elementwise (TF broadcasts like NumPy)
     P.neg_p: tf.negative, P.exp_p: tf.exp, P.log_p: tf.math.log, P.tanh_p: tf.tanh,
     P.sqrt_p: tf.sqrt, P.sin_p: tf.sin, P.cos_p: tf.cos, P.abs_p: tf.abs, P.sign_p: tf.sign,
     P.relu_p: tf.nn.relu, P.logistic_p: tf.sigmoid,
-    P.add_p: tf.add, P.sub_p: tf.subtract, P.mul_p: tf.multiply, P.div_p: tf.math.truediv,
+    P.add_p: _add, P.sub_p: tf.subtract, P.mul_p: tf.multiply, P.div_p: tf.math.truediv,
     P.pow_p: tf.pow, P.max_p: tf.maximum, P.min_p: tf.minimum, P.logaddexp_p: _logaddexp,
     P.gt_p: tf.greater, P.ge_p: tf.greater_equal, P.lt_p: tf.less, P.le_p: tf.less_equal,
     P.eq_p: tf.equal, P.ne_p: tf.not_equal, P.and_p: tf.logical_and, P.or_p: tf.logical_or,
