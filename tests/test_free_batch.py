@@ -28,6 +28,13 @@ def test_the_batch_axis_is_marked_on_every_value_and_shape_attribute():
     assert all(np.size(v) <= 4 for v in g.const_values)
 
 
+def test_an_index_with_arrays_in_it_is_compared_as_an_index():
+    """x[:, [0, 2]] keeps an integer array in its index attribute: it is the same at every
+    batch size (it was once compared as if it were a size)."""
+    fb = generic(net(lambda x: x[:, np.array([0, 2])] * 2), (1, 3))
+    assert fb.shape(fb.graph.outputs[0]) == (None, 2)
+
+
 def test_a_batch_that_is_not_axis_zero_of_every_value():
     @net
     def f(x):

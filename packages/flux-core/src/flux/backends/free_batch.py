@@ -159,7 +159,7 @@ def _batch_positions(one, two):
         return None
     positions = []
     for i, (a, b) in enumerate(zip(one, two)):
-        if (a, b) == TRIAL:
+        if isinstance(a, int) and isinstance(b, int) and (a, b) == TRIAL:
             positions.append(i)
         elif not _same(a, b):
             return None

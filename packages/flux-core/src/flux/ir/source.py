@@ -31,7 +31,10 @@ def _is_machinery(filename: str) -> bool:
     """
     if filename.startswith(_FLUX_DIR + os.sep):
         return not filename.startswith(_MODEL_CODE)
-    return filename.startswith(_NUMPY_DIR) or filename.startswith("<frozen")
+    # (pseudo-files: frozen modules, and the frame NumPy < 1.25 dispatches functions through)
+    name = os.path.basename(filename)
+    return filename.startswith(_NUMPY_DIR) or name.startswith(
+        ("<frozen", "<__array_function__ internals>"))
 
 
 _machinery_cache: dict[str, bool] = {}
