@@ -709,3 +709,32 @@ def _unchecked(op, inputs, attrs, weights):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 8
     return model, {n: a for n, a in inputs if n not in weights}
+
+
+# -- layouts: channels-first views of channels-last values ----------------------------------------
+
+
+def test_elementwise_operators_between_convolutions_run_channels_last():
+    """Conv → Relu → MaxPool → Sigmoid → Conv: flux computes ReLU and σ on the convolutions'
+    own channels-last results (no transposes between the operators: four in all, the input's,
+    the output's and the two filters'), and gives onnxruntime's numbers."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Sigmoid", ["p1"], ["s1"]),
+             helper.make_node("Conv", ["s1", "w2"], ["y"], kernel_shape=[3, 3])]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype("f"), "w1"),
+             numpy_helper.from_array(rng.normal(size=(3, 4, 3, 3)).astype("f"), "w2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m = flux.onnx.load(model)
+    assert str(flux.shapes(m, (2, 2, 8, 8))).count("transpose(") == 4
+    x = rng.normal(size=(3, 2, 8, 8)).astype("f")
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(flux.compile(m)(x), session.run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)

@@ -43,6 +43,7 @@ from flux.ops.elementwise import lift
 from flux.ops.numpy_api import broadcast_to
 from flux.onnx.files import GRAPH, GRAPHS, subgraphs
 from flux.onnx.operators import Node, known, lookup
+from flux.onnx.operators.layout import ELEMENTWISE, remembering, through_view
 from flux.onnx.proto import require_onnx
 
 __all__ = ["Program", "describe", "settle"]
@@ -100,7 +101,8 @@ class Program:
 
     def run(self, graph, env) -> list:
         """The values of `graph`'s outputs, computed from `env` (name -> value)."""
-        self.run_nodes(graph.node, env, self.opset)
+        with remembering():       # (channels-first views of channels-last values: layout.py)
+            self.run_nodes(graph.node, env, self.opset)
         return [env[o.name] for o in graph.output]
 
     def run_nodes(self, nodes, env, opset: int, prefix: str = "") -> None:
@@ -179,6 +181,8 @@ class Program:
                     return fn(node, *args)
             with self._source(trace, node, index):
                 args = [_compact(a) for a in args]
+                if node.op_type in ELEMENTWISE and len(args) == 1:
+                    return through_view(fn, node, args[0])
                 return fn(node, *args)
         except NeedsUnrolling:
             raise

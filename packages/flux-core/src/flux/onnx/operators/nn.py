@@ -21,6 +21,7 @@ import itertools
 import numpy as np
 
 from flux.ir import primitives as P
+from flux.onnx.operators.layout import channels_first, channels_last
 from flux.onnx.operators.registry import known, operator
 from flux.ops import numpy_api as api
 from flux.ops.windows import conv
@@ -40,16 +41,6 @@ def results(node, *values):
 
 
 # -- layout and window attributes ---------------------------------------------------------------
-
-
-def channels_last(x):
-    """``(N, C, *spatial) -> (N, *spatial, C)``."""
-    return np.moveaxis(x, 1, -1)
-
-
-def channels_first(x):
-    """``(N, *spatial, C) -> (N, C, *spatial)``."""
-    return np.moveaxis(x, -1, 1)
 
 
 def filters(w):
