@@ -2,6 +2,7 @@
 """Run ONNX's node tests through flux.onnx.load and record what passes, by operator.
 
     .envs/core/bin/python tools/onnx_coverage.py
+    .envs/tf/bin/python tools/onnx_coverage.py --backend tf        # (or mxnet, cupy)
 
 Writes `tests/onnx/node_counts.json` (the guard `tests/onnx/test_node_suite.py` reads: per
 operator the cases and how many pass, and every failing case of an imported operator with its
@@ -9,6 +10,11 @@ reason) and `docs/onnx-coverage.md` (the same as a page: per operator, cases, pa
 the rest why). The runner is `tests/onnx/node_suite.py`. Run it after changing an import
 function; the guard fails when a count drops, and when a recorded failure passes or fails
 for another reason.
+
+With ``--backend NAME`` (in that backend's environment) it runs the cases that pass on NumPy
+on that backend instead, and writes `tests/onnx/node_failures_<NAME>.json`: each that fails
+there with its reason (what `tests/onnx/test_onnx_backends.py` expects), and prints the
+reasons grouped.
 """
 from __future__ import annotations
 
@@ -47,7 +53,31 @@ NO_PRIMITIVE = {
 """Operators flux does not import because no flux primitive (or value type) expresses them."""
 
 
+def backend_failures(backend: str) -> None:
+    """Write the node tests that pass on NumPy but fail on `backend`, with their reasons."""
+    recorded = json.loads((ROOT / node_suite.COUNTS_FILE).read_text())
+    all_cases = node_suite.cases()
+    ops = node_suite.operators_of(all_cases)
+    started = time.perf_counter()
+    failing = {}
+    for case in all_cases:
+        if node_suite.imported(ops[case.name]) and case.name not in recorded["known_failures"]:
+            outcome = node_suite.run(case, ops[case.name], backend)
+            if not outcome.passed:
+                failing[case.name] = outcome.reason
+    path = ROOT / node_suite.failures_file(backend)
+    path.write_text(json.dumps(dict(sorted(failing.items())), indent=1) + "\n")
+    groups = collections.Counter(reason[:100] for reason in failing.values())
+    for reason, n in groups.most_common():
+        print(f"{n:5d}  {reason}")
+    print(f"{len(failing)} cases that pass on NumPy fail on {backend} "
+          f"({time.perf_counter() - started:.1f} s); wrote {path.relative_to(ROOT)}")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--backend":
+        backend_failures(sys.argv[2])
+        return
     started = time.perf_counter()
     outcomes = node_suite.run_all()
     seconds = time.perf_counter() - started

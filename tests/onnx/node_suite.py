@@ -30,6 +30,12 @@ from flux.onnx.proto import MAX_OPSET
 KNOWN_WHILE_TRACED = "must be known when the model is traced"
 COUNTS_FILE = "tests/onnx/node_counts.json"
 
+
+def failures_file(backend: str) -> str:
+    """Where tools/onnx_coverage.py --backend records the cases failing on `backend`."""
+    return f"tests/onnx/node_failures_{backend}.json"
+
+
 REAL_MODELS_USE = [
     "Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Conv",
     "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization", "LayerNormalization",

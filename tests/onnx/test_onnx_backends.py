@@ -119,41 +119,33 @@ def test_a_loaded_model_runs_differentiates_and_trains_alike(backend, make, tmp_
 
 
 
-# -- ONNX's node tests of the operators real models use, on each backend --------------------------
+# -- ONNX's node tests, on each backend --------------------------
 
 RECORDED = json.loads((Path(__file__).resolve().parents[2] / node_suite.COUNTS_FILE).read_text())
 OPERATOR = node_suite.operators_of(node_suite.cases())
-REAL_MODEL_CASES = [c for c in node_suite.cases()
-                    if OPERATOR[c.name] in node_suite.REAL_MODELS_USE
-                    and c.name not in RECORDED["known_failures"]]
-"""The node tests of the operators real models use (`node_suite.REAL_MODELS_USE`) that
-pass on NumPy."""
+PASSING_CASES = [c for c in node_suite.cases()
+                 if node_suite.imported(OPERATOR[c.name])
+                 and c.name not in RECORDED["known_failures"]]
+"""The node tests that pass on NumPy (every case of an imported operator but the known
+failures)."""
 
-_NO_ARRAYS = "the mxnet backend has no {} arrays"
-_ZERO_SIZE = "Shape dim size cannot be a negative value"    # MXNet 1.x: a size 0 is "unknown"
-BACKEND_FAILURES = {
-    "mxnet": {
-        "test_add_int16": _NO_ARRAYS.format("int16"),
-        "test_add_uint16": _NO_ARRAYS.format("uint16"),
-        "test_add_uint32": _NO_ARRAYS.format("uint32"),
-        "test_add_uint64": _NO_ARRAYS.format("uint64"),
-        "test_pow_types_float32_uint32": _NO_ARRAYS.format("uint32"),
-        "test_pow_types_float32_uint64": _NO_ARRAYS.format("uint64"),
-        "test_maxpool_2d_uint8": "only support floating point types not uint8",
-        "test_reduce_sum_empty_set_non_reduced_axis_zero": _ZERO_SIZE,
-        "test_split_zero_size_splits_opset13": _ZERO_SIZE,
-        "test_split_zero_size_splits_opset18": _ZERO_SIZE,
-        "test_reshape_allowzero_reordered": "Check failed: delay_alloc",     # a (0, 3, 4) array
-    },
-}
-"""``backend -> {case name: what its error says}``: node tests that pass on NumPy and fail on
-a backend, for a limit of that engine: MXNet 1.9 has no int16/uint16/uint32/uint64 arrays,
-pools only floats, and arrays with a size-0 axis (its legacy shapes read 0 as unknown)."""
+
+
+def _failures(backend: str) -> dict:
+    path = Path(__file__).resolve().parents[2] / node_suite.failures_file(backend)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+BACKEND_FAILURES = {backend: _failures(backend) for backend in OTHER_BACKENDS}
+"""``backend -> {case name: the reason it fails}``: node tests that pass on NumPy and fail on
+a backend, for a limit of that engine, recorded by ``tools/onnx_coverage.py --backend`` (MXNet
+1.9: no int16/uint16/uint32/uint64 arrays, arrays with a size-0 axis, float16 products on the
+CPU, pools of integers; TF: float16 attention products rounded otherwise)."""
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-@pytest.mark.parametrize("case", REAL_MODEL_CASES, ids=lambda c: c.name)
-def test_onnx_node_tests_of_real_model_operators_pass_on_every_backend(backend, case):
+@pytest.mark.parametrize("case", PASSING_CASES, ids=lambda c: c.name)
+def test_onnx_node_tests_pass_on_every_backend(backend, case):
     outcome = node_suite.run(case, OPERATOR[case.name], backend)
     known = BACKEND_FAILURES.get(backend, {}).get(case.name)
     if known is not None:

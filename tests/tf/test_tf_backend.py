@@ -398,3 +398,13 @@ def test_a_transposed_matmul_plus_a_row_of_bias_runs():
     delta = np.ones((3, 4), np.float32)
     *_, dc = flux.back(flux.tf(model), delta, *args)
     np.testing.assert_allclose(dc, delta.sum(0, keepdims=True), rtol=1e-5)
+
+
+def test_a_broadcast_to_eight_axes_runs():
+    """TF's BroadcastTo handles at most 5 axes; flux-tf tiles beyond (ONNX's Tile node test
+    broadcasts (1, 2, 1, 3, 1, 4, 1, 5))."""
+    x = RNG.normal(size=(1, 2, 1, 3, 1, 4, 1, 5)).astype(np.float32)
+    model = net(lambda x: np.broadcast_to(x, (2, 2, 2, 3, 2, 4, 2, 5)) * 2)
+    np.testing.assert_allclose(flux.tf(model)(x), model(x))
+    (dx,) = flux.back(flux.tf(model), np.ones((2, 2, 2, 3, 2, 4, 2, 5), np.float32), x)
+    np.testing.assert_allclose(dx, np.full(x.shape, 32.0))

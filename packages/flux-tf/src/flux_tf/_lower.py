@@ -143,6 +143,15 @@ def _take_grad(g, indices, *, axis, shape):
     return tf.transpose(summed, [*range(1, axis + 1), 0, *range(axis + 1, len(shape))])
 
 
+def _broadcast_to(x, *, shape):
+    """NumPy's broadcast_to. TF's BroadcastTo handles at most 5 axes: beyond, `x` is given all
+    the axes (leading ones) and tiled, which has no such limit."""
+    if len(shape) <= 5:
+        return tf.broadcast_to(x, shape)
+    full = [1] * (len(shape) - len(x.shape)) + x.shape.as_list()
+    return tf.tile(tf.reshape(x, full), [n // d if d else 0 for n, d in zip(shape, full)])
+
+
 def _add(x, y):
     """x + y. An operand whose leading sizes are 1, beside one of at least its rank, is passed
     without them (the same sum): TF's graph optimiser fuses ``MatMul`` + ``Add`` into a kernel
@@ -177,7 +186,7 @@ LOWERINGS = {
     P.matmul_p: tf.linalg.matmul,
     P.reduce_sum_p: _reduce(tf.reduce_sum),
     P.reduce_max_p: _reduce(tf.reduce_max),
-    P.broadcast_to_p: lambda x, *, shape: tf.broadcast_to(x, shape),
+    P.broadcast_to_p: _broadcast_to,
     P.reshape_p: lambda x, *, shape: tf.reshape(x, shape),
     P.transpose_p: lambda x, *, perm: tf.transpose(x, perm),
     P.concatenate_p: lambda *xs, axis: tf.concat(xs, axis),
