@@ -39,6 +39,7 @@ from flux.data.labels import accuracy, onecold, onehot
 from flux.data.batch import Batch, Seq, rawbatch
 from flux.data.batching import batches, batchone, chunk, rpad, seqs
 from flux.train.throttle import throttle
+from flux.train.shard import shard
 from flux.debug.shapes import ShapesReport, infer, shapes
 from flux.debug.summary import Summary, summary
 from flux.train.io import load, save
@@ -90,7 +91,7 @@ __all__ = [
     "back", "update", "train", "SGD", "Momentum", "ADAM", "Optimiser", "mse", "crossentropy",
     "TrainingState", "EarlyStopping", "lr_schedule", "step_decay", "exponential_decay",
     "cosine_decay", "warmup",
-    "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle", "save", "load",
+    "logitcrossentropy", "onehot", "onecold", "accuracy", "throttle", "save", "load", "shard",
     # shapes and debugging
     "infer", "shapes", "ShapesReport", "summary", "Summary",
     # ONNX

@@ -75,6 +75,12 @@ class Compiled:
 
     __flux_compiled__ = True
 
+    rank = 0
+    """This process's position among the workers that train the model together (0: the
+    chief, who writes checkpoints); a backend running data-parallel across processes sets it."""
+    workers = 1
+    """How many worker processes train the model together (1: this one alone)."""
+
     def __init__(self, model, backend, options=None):
         self.model = model
         self.backend = backend

@@ -73,7 +73,9 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
     the end of every epoch; ``resume=path`` restores such a file and continues from where it
     was written, skipping the pairs of `data` already used, so a run interrupted and resumed
     (with the same model, data, loss and optimiser settings) ends with the same parameters as
-    one that was not. The returned history covers the whole run.
+    one that was not. The returned history covers the whole run. A model trained by several
+    worker processes together (``flux.tf(model, strategy=...)``, ``flux.mxnet(model,
+    kvstore="dist_sync")``) writes its checkpoints from the chief (rank 0) only.
     """
     compiled = compiled_of(model)
     target = compiled.model
@@ -99,7 +101,9 @@ def train(model, data, loss=mse, opt=None, epochs: int = 1, cb=(), *, checkpoint
 
 def _epochs(compiled, target, data, loss, opt, epochs, at, plain, with_state, bar, checkpoint,
             every) -> list:
-    """The epochs of `train` (see there), from where `at` says."""
+    """The epochs of `train` (see there), from where `at` says. Of workers training one model
+    together, only the chief (rank 0) writes checkpoints; every worker resumes from them."""
+    chief = getattr(compiled, "rank", 0) == 0
     state = TrainingState(target, opt, epochs, history=at.history, epoch=at.epoch,
                           step=at.step, updates=0)
 
@@ -148,12 +152,12 @@ def _epochs(compiled, target, data, loss, opt, epochs, at, plain, with_state, ba
             stopped = tell("step", epoch=epoch, step=at.step, updates=state.updates + 1,
                            loss=value, epoch_loss=at.total / at.count)
             bar.step(at.total / at.count)
-            if checkpoint is not None and every is not None and at.step % every == 0:
+            if chief and checkpoint is not None and every is not None and at.step % every == 0:
                 _checkpoint.write(checkpoint, target, opt, at)
             if stopped:
                 break
         at.history.append(at.total / at.count if at.count else math.nan)
-        if checkpoint is not None:
+        if chief and checkpoint is not None:
             _checkpoint.write(checkpoint, target, opt,
                               _checkpoint.Progress(epoch + 1, 0, 0.0, 0, at.history))
         bar.close()
