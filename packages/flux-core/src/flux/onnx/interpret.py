@@ -41,10 +41,10 @@ from flux.ir.source import Source
 from flux.ir.trace import Tracer, current_trace
 from flux.ops.elementwise import lift
 from flux.ops.numpy_api import broadcast_to
-from flux.onnx.files import GRAPH, GRAPHS, subgraphs
+from flux.onnx.files import subgraphs
 from flux.onnx.operators import Node, known, lookup
 from flux.onnx.operators.layout import ELEMENTWISE, remembering, through_view
-from flux.onnx.proto import require_onnx
+from flux.onnx.proto import GRAPH, GRAPHS, require_onnx
 
 __all__ = ["Program", "describe", "settle"]
 

@@ -7,8 +7,8 @@ import importlib
 
 from flux.errors import BackendNotInstalled
 
-__all__ = ["require_onnx", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "MAX_EXPORT_OPSET",
-           "PRODUCER"]
+__all__ = ["require_onnx", "type_name", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET",
+           "MAX_EXPORT_OPSET", "PRODUCER", "GRAPH", "GRAPHS", "TENSOR", "TENSORS"]
 
 DEFAULT_OPSET = 18
 """The opset `flux.onnx.export` writes unless told otherwise (ReduceMax/ReduceSum take their
@@ -22,6 +22,10 @@ MAX_EXPORT_OPSET = 23
 """The newest opset `flux.onnx.export` writes (onnxruntime 1.32 runs 13 to 23)."""
 
 PRODUCER = "flux"
+
+GRAPH, GRAPHS, TENSOR, TENSORS = 5, 10, 4, 9
+"""``onnx.AttributeProto``'s attribute types that hold graphs and tensors (fixed by the
+format; here so that checks can read them before `onnx` is imported)."""
 
 INSTALL_HINT = (
     "flux.onnx needs the onnx package: pip install onnx (or install flux-core with its onnx "
@@ -38,3 +42,12 @@ def require_onnx():
         return importlib.import_module("onnx")
     except ImportError as error:
         raise BackendNotInstalled(INSTALL_HINT) from error
+
+
+def type_name(elem_type: int) -> str:
+    """The name of an ONNX tensor element type (``FLOAT``, ``BFLOAT16`` ...)."""
+    onnx = require_onnx()
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"type {elem_type}"

@@ -4,6 +4,7 @@ from flux.onnx.operators.registry import OPERATORS, Node, known, lookup, operato
 from flux.onnx.operators import activations  # noqa: F401  (each family registers its operators)
 from flux.onnx.operators import control  # noqa: F401
 from flux.onnx.operators import elementwise  # noqa: F401
+from flux.onnx.operators import indexing  # noqa: F401
 from flux.onnx.operators import logic  # noqa: F401
 from flux.onnx.operators import losses  # noqa: F401
 from flux.onnx.operators import nn  # noqa: F401
