@@ -6,6 +6,8 @@ A training step with SGD, Momentum or ADAM is one executor too: core's objective
 ``loss(model(x), y)`` bound with gradient buffers for the floating Params, run as
 ``forward(is_train=True)`` and MXNet's own backward, then the optimiser's update with MXNet's
 fused operators on the shared arrays (`_training`); other optimisers take core's step.
+With ``kvstore=`` the step's gradients go through an MXNet kvstore (`_distributed`): averaged
+over the workers of a data-parallel run before the update.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from flux import BackendError, FluxTypeError, FluxValueError
 from flux.backends import MirroredCompiled, ParamMirror, backend_error, parse_device
 
+from ._distributed import KVStore
 from ._symbol import copy_in, mx_dtype, mx_shape, nd_array, to_symbol
 from ._training import NATIVE, OptimiserState
 
@@ -116,19 +119,26 @@ class Executable:
         """One training step: forward and backward, the loss read, and, if it and every
         gradient are finite, the update of `opt_mirror`'s optimiser. Returns the loss, the
         carried state and whether the gradients were finite."""
-        executor = self.executor
+        executor, store = self.executor, self.compiled.kvstore
         try:
             self.feed(inputs)
+            if store is not None:
+                store.register(self.trained)        # (the chief's values, on first use)
             executor.forward(is_train=True)
             executor.backward(out_grads=self.head)
             outs = executor.outputs
             value = float(outs[0].asnumpy()[0])
             carried = [o.asnumpy().reshape(a.shape).astype(a.dtype, copy=False)
                        for o, a in zip(outs[1:], self.out_avals[1:])]
+            if store is not None and not store.asynchronous:
+                store.reduce(self.trained, self.grads)      # every worker, every step
             finite = not self.grads or bool(mx.nd.multi_all_finite(
                 *self.grads, num_arrays=len(self.grads)).asscalar())
             if math.isfinite(value) and finite:
-                opt_mirror.update(self.trained, self.grads)
+                if store is not None and store.asynchronous:
+                    store.server_update(opt_mirror.opt, self.trained, self.grads)
+                else:
+                    opt_mirror.update(self.trained, self.grads)
             return value, carried, finite
         except mx.base.MXNetError as error:
             raise mx_error(error, self.graph) from error
@@ -167,20 +177,31 @@ def mx_context(option) -> mx.Context:
 class MXNetCompiled(MirroredCompiled):
     """A flux model compiled for MXNet: every graph flux builds for it (forward, `back`,
     training steps, unrolled and carried-state graphs alike) runs as one bound executor, and
-    all of them share one NDArray per Param (`store`, the `MirroredCompiled` mirror)."""
+    all of them share one NDArray per Param (`store`, the `MirroredCompiled` mirror).
+
+    With ``kvstore=`` (a name for ``mx.kv.create`` or an ``mx.kv.KVStore``) training goes
+    through that kvstore (`_distributed.KVStore`, `kvstore`): `rank` and `workers` are its;
+    ``timeout=`` bounds each of its calls in seconds (default ``FLUX_KV_TIMEOUT`` or 120)."""
 
     def __init__(self, model, backend, options):
         options = dict(options)
         ctx, device = options.pop("ctx", None), options.pop("device", None)
+        kvstore, timeout = options.pop("kvstore", None), options.pop("timeout", None)
         if options:
-            raise TypeError(f"the mxnet backend takes the options ctx= and device=, given "
-                            f"{sorted(options)}")
+            raise TypeError(f"the mxnet backend takes the options ctx=, device=, kvstore= and "
+                            f"timeout=, given {sorted(options)}")
+        if timeout is not None and kvstore is None:
+            raise TypeError("the mxnet backend's timeout= bounds kvstore calls; it needs "
+                            "kvstore=")
         if ctx is not None and device is not None:
             raise TypeError("the mxnet backend takes ctx= or device= (the same thing), not both")
         ctx = mx_context(device if device is not None else ctx)
         super().__init__(model, backend, {}, ParamStore(ctx))
         self.ctx, self.store = ctx, self.mirror
         self._executors = weakref.WeakKeyDictionary()     # TrainingStep -> Executable or None
+        self.kvstore = None if kvstore is None else KVStore(kvstore, timeout)
+        if self.kvstore is not None:
+            self.rank, self.workers = self.kvstore.rank, self.kvstore.workers
 
     def __repr__(self) -> str:
         return f"mxnet({self.model!r})"
@@ -192,6 +213,10 @@ class MXNetCompiled(MirroredCompiled):
             raise mx_error(error, graph) from error
 
     def trains(self, opt) -> bool:
+        if self.kvstore is not None and type(opt) not in NATIVE:
+            raise FluxTypeError(f"mxnet backend: training through kvstore="
+                                f"{self.kvstore.name!r} takes SGD, Momentum or ADAM, found "
+                                f"{type(opt).__name__}")
         return type(opt) in NATIVE
 
     def new_optimiser_mirror(self, opt) -> OptimiserState:
@@ -207,10 +232,21 @@ class MXNetCompiled(MirroredCompiled):
                 self._executors[step] = None
         executable = self._executors[step]
         if executable is None:
+            if self.kvstore is not None:
+                raise BackendError(f"mxnet backend: this training step (an output is a "
+                                   f"constant) cannot run through kvstore="
+                                   f"{self.kvstore.name!r}", trace=[])
             return None
         return lambda inputs: executable.train(inputs, opt_mirror)
 
     def update(self, opt_mirror, records, grads) -> None:
         """`flux.update` on MXNet: MXNet's update operators on the shared parameter arrays."""
-        opt_mirror.update(records, [nd_array(np.asarray(g, rec.param.dtype), self.ctx)
-                                    for rec, g in zip(records, grads)])
+        grads = [nd_array(np.asarray(g, rec.param.dtype), self.ctx)
+                 for rec, g in zip(records, grads)]
+        store = self.kvstore
+        if store is not None:
+            store.register(records)
+            if store.asynchronous:
+                return store.server_update(opt_mirror.opt, records, grads)
+            store.reduce(records, grads)
+        opt_mirror.update(records, grads)

@@ -27,12 +27,13 @@ from flux import BackendError
 from flux.backends import (MirroredCompiled, OptimiserMirror, ParamMirror, backend_error,
                            parse_device)
 
+from . import _distributed as dist
 from ._loop import located
 from ._lower import build
 
 __all__ = ["TFCompiled", "Variables", "OptimiserVariables", "check_options", "graph_function"]
 
-OPTIONS = ("jit_compile", "check_numerics", "device")
+OPTIONS = ("jit_compile", "check_numerics", "device", "strategy", "timeout")
 NATIVE = (flux.SGD, flux.Momentum, flux.ADAM)     # optimisers whose update runs inside TF
 
 
@@ -52,6 +53,14 @@ def check_options(options) -> dict:
             raise BackendError(f"tf backend: there is no device {wanted} here; TensorFlow sees "
                                f"{', '.join(here)}", trace=[])
         options["device"] = wanted
+    if options.get("strategy") is not None:
+        dist.check_strategy(options["strategy"], options)
+    timeout = options.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0
+                                or options.get("strategy") is None):
+        raise BackendError(f"tf backend: timeout= is the seconds (> 0) a collective of a "
+                           f"strategy= may wait; found timeout={timeout!r} with strategy="
+                           f"{options.get('strategy')!r}", trace=[])
     return options
 
 
@@ -61,15 +70,17 @@ def placed(device):
 
 
 class Variables(ParamMirror):
-    """One `tf.Variable` per Param, on `device`, kept current by version (`record`, `sync`,
-    `hold`, `pull`, `fetch`: see `flux.backends.ParamMirror`)."""
+    """One `tf.Variable` per Param, on `device` (or the `tf.distribute` `strategy`'s variable
+    on each of its devices), kept current by version (`record`, `sync`, `hold`, `pull`,
+    `fetch`: see `flux.backends.ParamMirror`)."""
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, strategy=None):
         super().__init__()
         self.device = device
+        self.strategy = strategy
 
     def new(self, value):
-        with placed(self.device):
+        with placed(self.device), dist.scope(self.strategy):
             return tf.Variable(value, trainable=True)
 
     def assign(self, array, value) -> None:
@@ -131,9 +142,14 @@ class TFCompiled(MirroredCompiled):
 
     def __init__(self, model, backend, options=None):
         options = check_options(options)
-        super().__init__(model, backend, options, Variables(options.get("device")))
+        self.strategy = options.get("strategy")
+        self.timeout = float(options.get("timeout") or dist.DEFAULT_TIMEOUT)
+        super().__init__(model, backend, options,
+                         Variables(options.get("device"), self.strategy))
         self.variables = self.mirror
         self.tensor_graphs: dict = {}                        # what `flux_tf.tensor` built
+        if self.strategy is not None:                        # data-parallel (`_distributed`)
+            self.rank, self.workers = dist.cluster_of(self.strategy)
 
     def lower(self, graph):
         """`graph` as one `tf.function` reading this model's variables; NumPy in and out."""
@@ -143,7 +159,7 @@ class TFCompiled(MirroredCompiled):
         return type(opt) in NATIVE
 
     def new_optimiser_mirror(self, opt) -> OptimiserVariables:
-        return OptimiserVariables(opt)
+        return OptimiserVariables(opt, self.strategy)
 
     def build_trainer(self, step, opt_mirror):
         """Forward, gradients and the update of the optimiser in one TF function."""
@@ -158,10 +174,22 @@ class TFCompiled(MirroredCompiled):
         if found is None or any(a is not b for a, b in zip(found[0], ps)):
             slots = opt_mirror.slots_of(records)
             spec = [tf.TensorSpec(p.shape, tf.as_dtype(p.dtype)) for p in ps]
-            fn = tf.function(lambda *gs: _then(opt_mirror.update(slots, gs)),
-                             input_signature=spec, autograph=False).get_concrete_function()
+            strategy, timeout = self.strategy, self.timeout
+
+            def apply(*gs):
+                if strategy is not None:      # this worker's gradients averaged with the others'
+                    gs = dist.all_mean(list(gs), timeout)
+                return [_then(opt_mirror.update(slots, gs))]
+            if strategy is not None:
+                apply = dist.replicated(strategy, apply)
+            fn = tf.function(apply, input_signature=spec, autograph=False).get_concrete_function()
             found = opt_mirror.updaters[key] = (ps, fn)
-        found[1](*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
+        try:
+            found[1](*(np.asarray(g, p.dtype) for g, p in zip(grads, ps)))
+        except dist.COLLECTIVE_ERRORS as error:
+            if self.strategy is None:
+                raise
+            raise dist.collective_error(error, self.timeout) from error
 
 
 class OptimiserVariables(OptimiserMirror):
@@ -169,11 +197,13 @@ class OptimiserVariables(OptimiserMirror):
     variables beside each Param's variable, its hyper-parameters, its update, and the concrete
     functions that apply it (`trainers` per training step, `updaters` per set of Params)."""
 
-    def __init__(self, opt):
+    def __init__(self, opt, strategy=None):
         super().__init__(opt)
+        self.strategy = strategy
         self.last = opt.hyper()
-        self.hyper = tf.Variable(np.array(list(self.last.values()), np.float64),
-                                 trainable=False)
+        with dist.scope(strategy):
+            self.hyper = tf.Variable(np.array(list(self.last.values()), np.float64),
+                                     trainable=False)
         self.updaters: dict = {}
 
     def refresh(self) -> None:
@@ -186,7 +216,9 @@ class OptimiserVariables(OptimiserMirror):
         super().refresh()
 
     def new_slots(self, p, array) -> list:
-        with tf.device(array.device):                 # beside the parameter
+        # beside the parameter (a strategy's variables are on each of its devices)
+        beside = tf.device(array.device) if self.strategy is None else dist.scope(self.strategy)
+        with beside:
             return [tf.Variable(tf.zeros((), tf.int64) if isinstance(init, int)   # counters
                                 else tf.zeros_like(array), trainable=False)
                     for init in self.opt.initial_slots()]
@@ -238,7 +270,9 @@ class Trainer:
     gradients with TF's own autodiff, and applies the optimiser's update of the variables under
     ``tf.cond`` (the loss and every gradient finite). It returns the loss, the carried state
     (no gradient flows through it) and whether the gradients were finite; the new parameter
-    values stay in the variables."""
+    values stay in the variables. With a `tf.distribute` strategy the step runs on every
+    replica (``strategy.run``), the loss and gradients averaged over all of them before the
+    update (`flux_tf._distributed`)."""
 
     def __init__(self, compiled: TFCompiled, step, mirror: OptimiserVariables):
         graph = self.graph = step.objective
@@ -247,6 +281,8 @@ class Trainer:
         variables = [rec.array for rec in records]
         slots = mirror.slots_of(records)
         watched = [v for v in variables if v.dtype.is_floating]
+        strategy = self.strategy = compiled.strategy
+        self.timeout = compiled.timeout
 
         def train(*xs):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -256,16 +292,27 @@ class Trainer:
                                        unconnected_gradients=tf.UnconnectedGradients.ZERO))
             grads = [tf.convert_to_tensor(next(found)) if v.dtype.is_floating
                      else tf.zeros_like(v) for v in variables]
+            if strategy is not None:          # the mean over the workers: one combined batch
+                loss, *grads = dist.all_mean([outs[0], *grads], self.timeout)
+                outs = [loss, *outs[1:]]
             grads_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
                                           for g in grads if g.dtype.is_floating] or [True])
             tf.cond(tf.math.is_finite(outs[0]) & grads_finite,
                     lambda: _then(mirror.update(slots, grads)), lambda: tf.constant(False))
             return [*outs, grads_finite]
 
+        if strategy is not None:
+            train = dist.replicated(strategy, train)
         self.fn = concrete_function(train, graph, compiled.options)
 
     def __call__(self, inputs) -> tuple:
-        outs = _run(self.fn, self.graph, inputs)
+        try:
+            outs = _run(self.fn, self.graph, inputs)
+        except BackendError as error:
+            cause = error.__cause__
+            if self.strategy is None or not isinstance(cause, dist.COLLECTIVE_ERRORS):
+                raise
+            raise dist.collective_error(cause, self.timeout) from cause
         return float(outs[0]), _numpy(outs[1:-1]), bool(outs[-1])
 
 
