@@ -94,14 +94,16 @@ ENVS = [
     Env("tf", ("tensorflow-cpu==2.21.0", ONNX[0], *TEST_TOOLS),
         packages=("packages/flux-core[tf]", "packages/flux-tf"),
         suites={"tests": ("tests/tf", "tests/test_properties.py", "tests/test_installation.py",
-                          *ONNX_ON_BACKENDS, "tests/distributed/test_tf_distributed.py")},
+                          *ONNX_ON_BACKENDS, "tests/distributed/test_tf_distributed.py",
+                          "tests/distributed/test_docs.py")},
         from_wheels=True),
     # MXNet 1.9.1 (the last release) imports only with NumPy < 1.24.
     Env("mxnet", ("numpy==1.23.5", "mxnet==1.9.1", ONNX[0], *TEST_TOOLS),
         packages=("packages/flux-core[mxnet]", "packages/flux-mxnet"),
         suites={"mxnet": ("tests/mxnet", "tests/test_properties.py",
                           "tests/test_installation.py", *ONNX_ON_BACKENDS,
-                          "tests/distributed/test_mxnet_distributed.py")},
+                          "tests/distributed/test_mxnet_distributed.py",
+                          "tests/distributed/test_docs.py")},
         from_wheels=True),
     # `pip install "flux-core[cupy]"` from the built wheels (CuPy for CUDA 12 from the index),
     # plus NVRTC: no GPU here, so the suites run on flux-cupy's NumPy stand-in and compile

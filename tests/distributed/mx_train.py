@@ -3,8 +3,9 @@
 ``OUT/rank<r>.npz``, its parameters after every step (``step<i>.<name>``) and at the end
 (``final.<name>``), its rank, workers and losses.
 
-    python mx_train.py OUT --model mlp|lstm --opt sgd|adam [--steps 6] [--kvstore dist_sync]
-        [--timeout 20] [--checkpoint PATH --every 1] [--resume PATH] [--die-at STEP]
+    python mx_train.py OUT --model mlp|lstm --opt sgd|momentum|adam [--steps 6]
+        [--kvstore dist_sync] [--timeout 20] [--checkpoint PATH --every 1] [--resume PATH]
+        [--die-at STEP]
 
 ``--perturb``: the workers but the chief change their parameters before training (the
 chief's must win). ``--die-at STEP``: the worker of rank 1 SIGKILLs itself just before its
@@ -44,7 +45,8 @@ def data(kind: str, items: int) -> list:
 
 
 def optimiser(name: str):
-    return flux.SGD(0.1) if name == "sgd" else flux.ADAM(0.01)
+    return {"sgd": lambda: flux.SGD(0.1), "momentum": lambda: flux.Momentum(0.05, 0.9),
+            "adam": lambda: flux.ADAM(0.01)}[name]()
 
 
 def values(m) -> dict:

@@ -66,7 +66,8 @@ def load(out, rank) -> dict:
 
 @pytest.mark.parametrize("kind, opt, kvstore", [
     ("mlp", "sgd", "dist_sync"), ("mlp", "adam", "dist_sync"), ("lstm", "sgd", "dist_sync"),
-    ("lstm", "adam", "dist_sync"), ("mlp", "adam", "dist_device_sync")])
+    ("lstm", "adam", "dist_sync"), ("mlp", "momentum", "dist_sync"),
+    ("mlp", "adam", "dist_device_sync")])
 def test_two_workers_equal_one_process_on_the_combined_batches(tmp_path, kind, opt, kvstore):
     """(With dist_device_sync, rank 1 starts from other values: the chief's win.)"""
     perturb = ["--perturb"] if kvstore == "dist_device_sync" else []
@@ -201,7 +202,7 @@ def test_models_of_one_process_share_its_store(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["local", "device"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
 def test_a_local_kvstore_in_one_process_trains_as_without(name, opt):
     items = mx_train.data("mlp", 4)
     want = mx_train.model("mlp")

@@ -55,7 +55,7 @@ def assert_same(a, b, atol=0.0):
 
 
 @pytest.mark.parametrize("model,opt", [("mlp", "sgd"), ("mlp", "adam"), ("lstm", "sgd"),
-                                       ("lstm", "adam")])
+                                       ("lstm", "adam"), ("mlp", "momentum")])
 def test_two_workers_equal_one_process_on_combined_batches(tmp_path, model, opt):
     steps = 3
     status, out = launch(["--model", model, "--opt", opt, "--steps", str(steps),

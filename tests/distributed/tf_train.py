@@ -2,8 +2,8 @@
 alone for the single-process oracle): trains an MLP or an unrolled LSTM on its shard of a fixed
 data set and saves its parameters after every step.
 
-    python tf_train.py --model mlp --opt adam --steps 4 --out DIR [--single] [--checkpoint F
-        --every 1 --resume] [--die-at STEP] [--timeout S]
+    python tf_train.py --model mlp|lstm --opt sgd|momentum|adam --steps 4 --out DIR [--single]
+        [--checkpoint F --every 1 --resume] [--die-at STEP] [--timeout S]
 
 ``--single``: one process (no strategy) trains on the combined batches of two workers, the
 oracle. ``--die-at k``: worker 1 kills itself (SIGKILL) after k steps.
@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
     model = model_of(args.model)
-    opt = flux.SGD(0.1) if args.opt == "sgd" else flux.ADAM(0.01)
+    opt = {"sgd": lambda: flux.SGD(0.1), "momentum": lambda: flux.Momentum(0.05, 0.9),
+           "adam": lambda: flux.ADAM(0.01)}[args.opt]()
     if args.single:
         compiled, rank = flux.tf(model), "single"
         data = combined(data_of(args.model, args.steps, args.workers), args.workers)
