@@ -3,7 +3,7 @@ alone for the single-process oracle): trains an MLP or an unrolled LSTM on its s
 data set and saves its parameters after every step.
 
     python tf_train.py --model mlp|lstm --opt sgd|momentum|adam --steps 4 --out DIR [--single]
-        [--checkpoint F --every 1 --resume] [--die-at STEP] [--timeout S]
+        [--checkpoint F --every 1 --resume] [--die-at STEP] [--timeout S] [--plain]
 
 ``--single``: one process (no strategy) trains on the combined batches of two workers, the
 oracle. ``--die-at k``: worker 1 kills itself (SIGKILL) after k steps.
@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 import flux  # noqa: E402
 import flux_tf  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 BATCH = 4          # each worker's batch
 N_IN, N_OUT, T = 3, 2, 5
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--die-at", type=int)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--plain", action="store_true",
+                    help="TF's own MultiWorkerMirroredStrategy() and flux.tf's defaults")
     args = ap.parse_args()
     model = model_of(args.model)
     opt = {"sgd": lambda: flux.SGD(0.1), "momentum": lambda: flux.Momentum(0.05, 0.9),
@@ -67,8 +70,11 @@ def main() -> None:
         compiled, rank = flux.tf(model), "single"
         data = combined(data_of(args.model, args.steps, args.workers), args.workers)
     else:
-        strategy = flux_tf.multi_worker(timeout=args.timeout)
-        compiled = flux.tf(model, strategy=strategy, timeout=args.timeout)
+        if args.plain:                 # as API.md writes it
+            compiled = flux.tf(model, strategy=tf.distribute.MultiWorkerMirroredStrategy())
+        else:
+            strategy = flux_tf.multi_worker(timeout=args.timeout)
+            compiled = flux.tf(model, strategy=strategy, timeout=args.timeout)
         rank = compiled.rank
         data = flux.shard(data_of(args.model, args.steps, compiled.workers), compiled)
     os.makedirs(args.out, exist_ok=True)
