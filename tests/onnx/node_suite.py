@@ -23,7 +23,7 @@ from onnx.backend.test.case.node import collect_testcases
 
 import flux
 import flux.onnx
-from flux.onnx.interpret import expandable
+from flux.onnx.functions import expandable
 from flux.onnx.operators import OPERATORS
 from flux.onnx.proto import MAX_OPSET
 

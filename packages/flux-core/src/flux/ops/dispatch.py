@@ -15,8 +15,9 @@ from flux.ops.numpy_api import (
     reciprocal, reshape, shape, sign, sin, size, sqrt, square, squeeze, stack, std, subtract,
     sum, swapaxes, take, tanh, translation, transpose, var, vstack, where, zeros_like)
 from flux.ops.contractions import cumsum, einsum, outer, tensordot
+from flux.ops.norms import norm
 from flux.ops.numpy_arrays import (
-    argmax, argmin, array_split, dsplit, flip, fliplr, flipud, hsplit, norm, pad, split,
+    argmax, argmin, array_split, dsplit, flip, fliplr, flipud, hsplit, pad, split,
     take_along_axis, tile, vsplit)
 
 

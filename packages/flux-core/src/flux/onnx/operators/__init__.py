@@ -8,6 +8,7 @@ from flux.onnx.operators import indexing  # noqa: F401
 from flux.onnx.operators import logic  # noqa: F401
 from flux.onnx.operators import losses  # noqa: F401
 from flux.onnx.operators import nn  # noqa: F401
+from flux.onnx.operators import pools  # noqa: F401
 from flux.onnx.operators import normalization  # noqa: F401
 from flux.onnx.operators import quantize  # noqa: F401
 from flux.onnx.operators import recurrent  # noqa: F401
