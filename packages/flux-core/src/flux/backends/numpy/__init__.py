@@ -217,7 +217,15 @@ def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
         if isinstance(atom, Var):
             returned.add(id(atom))
     body.append(f"return [{', '.join(results)}]")
-    source = f"def run({', '.join(args)}):\n" + "\n".join("    " + line for line in body) + "\n"
+    # errors are turned into BackendErrors at their equation here, in the plan (a try costs
+    # nothing until something raises), so that a plan needs no Python wrapper around it
+    source = (f"def run({', '.join(args)}):\n    try:\n"
+              + "\n".join("        " + line for line in body)
+              + "\n    except _BackendError:\n        raise"
+              + "\n    except Exception as error:\n        raise _error(error) from error\n")
+    lines = {line + 1: eqn for line, eqn in lines.items()}       # (the try line)
+    env["_BackendError"] = BackendError
+    env["_error"] = functools.partial(execution_error, lines=lines)
     env["__plan_slots__"] = plan.slots
     env["__plan_lines__"] = lines
     return source, env
@@ -232,25 +240,16 @@ def plan(graph: Graph, owned=frozenset()):
     """
     source, env = plan_source(graph, owned)
     exec(compile(source, PLAN_FILE, "exec"), env)
-    run, slots, lines = env["run"], env["__plan_slots__"], env["__plan_lines__"]
+    run, slots = env["run"], env["__plan_slots__"]
+    run.source = source
+    if not slots:
+        return run
     spare: list = []
 
     def run_planned(*xs):
-        if not slots:
-            try:
-                return run(*xs)
-            except BackendError:        # (raised by a loop's body: it names its equation)
-                raise
-            except Exception as error:
-                raise execution_error(error, lines) from error
         workspace = spare.pop() if spare else [np.empty(s, d) for s, d in slots]
-        try:
-            outs = run(*xs, workspace)
-        except BackendError:
-            raise
-        except Exception as error:     # (the workspace is dropped: a later call makes one)
-            raise execution_error(error, lines) from error
-        spare.append(workspace)
+        outs = run(*xs, workspace)     # (raising, the workspace is dropped: a later call
+        spare.append(workspace)        # makes one)
         return outs
 
     run_planned.source = source
