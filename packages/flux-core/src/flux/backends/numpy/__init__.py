@@ -95,6 +95,10 @@ class _Plan:
                 root[o] = root.get(id(src)) if ours else None
                 self.targets.append(("fresh",))
                 continue
+            if eqn.prim is P.scan_p:
+                self.targets.append(self._loop_outputs(eqn, graph, reach, never, root,
+                                                       group_last, slot_of, ending, free))
+                continue
             target = ("fresh",)
             if eqn.prim in WRITES_INTO and out.aval.size >= SMALL \
                     and not eqn.prim.multiple_results:
@@ -128,6 +132,28 @@ class _Plan:
             ending[group_last[v]].append(v)
             return ("inplace", atom)
         return None
+
+    def _loop_outputs(self, eqn, graph, reach, never, root, group_last, slot_of, ending,
+                      free) -> tuple:
+        """``("ys", slots)``: a workspace slot (or None) for each stacked y of the loop `eqn`:
+        those the caller never receives get one, so a loop's sequences are not fresh memory
+        at every call (the first writes to fresh pages of a few MiB cost more than the
+        loop's own work on them)."""
+        lists = _step_lists(graph, eqn)
+        m, slots = eqn.attrs["n_carry"], []
+        for j, var in enumerate(eqn.outputs):
+            o = id(var)
+            root[o] = o
+            group_last[o] = reach[o]
+            ending[reach[o]].append(o)
+            if j < m or j - m in lists or reach[o] >= never or var.aval.size < SMALL:
+                slots.append(None)
+                continue
+            key = (var.aval.shape, var.aval.dtype)
+            slot = free[key].pop() if free[key] else self._new_slot(key)
+            slot_of[o] = slot
+            slots.append(slot)
+        return ("ys", slots)
 
     def _new_slot(self, key) -> int:
         self.slots.append(key)
@@ -188,7 +214,9 @@ def plan_source(graph: Graph, owned=frozenset()) -> tuple[str, dict]:
             env[key] = loop(**eqn.attrs, lists=_step_lists(graph, eqn))
             lines[len(body) + 2] = eqn
             outs = ", ".join(names.setdefault(id(v), f"t{v.id}") for v in eqn.outputs)
-            body.append(f"{outs}, = {key}({', '.join(ins)})")
+            m = eqn.attrs["n_carry"]
+            into = ", ".join("None" if k is None else f"_W[{k}]" for k in target[1][m:])
+            body.append(f"{outs}, = {key}({', '.join(ins)}, into=[{into}])")
             continue
         if id(eqn) in skipped:
             expr = ins[0]
@@ -278,8 +306,9 @@ def _step_lists(graph: Graph, eqn) -> frozenset:
 
 def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse, lists=frozenset()):
     """A `scan` as a Python loop over the planned body (planned once, with its own
-    workspace reused at every step); the ys are written into arrays allocated at the first
-    step, except those in `lists`, which stay Python lists of each step's array (only other
+    workspace reused at every step); the ys are written into the buffers the call passes
+    (``into=``, one per y, None where the loop allocates one at the first step), except those
+    in `lists`, which stay Python lists of each step's array (only other
     loops read them, step by step). The carried values belong to the loop (copies of the
     initial ones), so the body updates them in place where it can (a gradient's running sum,
     ``acc += g``)."""
@@ -289,7 +318,7 @@ def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse, lists=froz
     x_index = [[P.step_index(a, t) for t in range(length)] for a in x_axes]
     y_index = [[P.step_index(a, t) for t in range(length)] for a in y_axes]
 
-    def run_loop(*args):
+    def run_loop(*args, into=None):
         consts, xs = list(args[:k]), args[k + m:]
         carry = [np.array(c) for c in args[k:k + m]]
         ys = None
@@ -302,6 +331,7 @@ def loop(*, body, length, n_consts, n_carry, x_axes, y_axes, reverse, lists=froz
                          for j, c in enumerate(carry)]
             if ys is None:
                 ys = [[None] * length if j in lists else
+                      into[j] if into and into[j] is not None else
                       np.empty(o.shape[:a] + (length,) + o.shape[a:], o.dtype)
                       for j, (o, a) in enumerate(zip(outs[m:], y_axes))]
             for j, (y, o, iy) in enumerate(zip(ys, outs[m:], y_index)):
