@@ -21,44 +21,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 
-import numpy as np
 
 import flux
-
-BATCH = {"mlp": 128, "lstm": 32}
-
-
-def model(kind: str):
-    flux.seed(0)
-    if kind == "mlp":
-        return flux.Chain(flux.Affine(64, 128), flux.relu, flux.Affine(128, 128), flux.relu,
-                          flux.Affine(128, 10))
-    return flux.unroll(flux.LSTM(32, 64), 16, stateful=False)
-
-
-def batch(kind: str, seed: int):
-    rng = np.random.default_rng(seed)
-    if kind == "mlp":
-        x = rng.standard_normal((BATCH[kind], 64), dtype=np.float32)
-        return x, np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH[kind])]
-    return (rng.standard_normal((BATCH[kind], 16, 32), dtype=np.float32),
-            rng.standard_normal((BATCH[kind], 16, 64), dtype=np.float32))
-
-
-def loss_of(kind: str):
-    return flux.logitcrossentropy if kind == "mlp" else flux.mse
-
-
-def timed(compiled, kind: str, steps: int, warmup: int, seed: int) -> float:
-    """Seconds per step of `compiled` over `steps` steps after `warmup`."""
-    pair = batch(kind, seed)
-    opt = flux.SGD(0.01)
-    flux.train(compiled, [pair] * warmup, loss=loss_of(kind), opt=opt, verbose=False)
-    start = time.perf_counter()
-    flux.train(compiled, [pair] * steps, loss=loss_of(kind), opt=opt, verbose=False)
-    return (time.perf_counter() - start) / steps
+from _data_parallel import BATCH, model, timed
 
 
 def worker(args) -> None:

@@ -2,15 +2,15 @@
 local workers (`flux_tf.launch`, MultiWorkerMirroredStrategy, all on 127.0.0.1), against one
 process without a strategy.
 
-Model: the MLP of `tf_mlp.py` (64→128→128→10, softmax cross-entropy from logits, SGD), batch
-128 per worker; or ``--model lstm``: ``unroll(LSTM(32, 64), 16, stateful=False)``, batch 32 per
-worker, MSE (the models of `distributed_mxnet.py`). Each worker times `--steps` training steps
-after `--warmup` (the first traces and builds the step). Then it times the exchange alone: the
-all-reduce flux's step makes (`all_reduce(MEAN)` over the loss and every gradient, one batched
-collective, in `strategy.run` inside a `tf.function`) on tensors of the gradients' shapes,
-`--steps` times. The run's steps/s is the slowest worker's. On a machine with fewer cores than
-workers more workers cannot be faster: the figures to read are the exchange's time per step
-against the single-process step, and the bytes all-reduced.
+Models (`_data_parallel.py`, shared with `distributed_mxnet.py`): the MLP of `tf_mlp.py`
+(64→128→128→10, softmax cross-entropy from logits, SGD), batch 128 per worker; or ``--model
+lstm``: ``unroll(LSTM(32, 64), 16, stateful=False)``, batch 32 per worker, MSE. Each worker
+times `--steps` training steps after `--warmup` (the first traces and builds the step). Then
+it times the exchange alone: the all-reduce flux's step makes (`all_reduce(MEAN)` over the loss
+and every gradient, one batched collective, in `strategy.run` inside a `tf.function`) on
+tensors of the gradients' shapes, `--steps` times. The run's steps/s is the slowest worker's.
+On a machine with fewer cores than workers more workers cannot be faster: the figures to read
+are the exchange's time per step against the single-process step, and the bytes all-reduced.
 
     python bench/distributed_tf.py [--steps 100] [--warmup 10] [--model mlp|lstm]
         [--workers 1 2 4]
@@ -31,39 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 import flux  # noqa: E402
 import flux_tf  # noqa: E402
-
-BATCH = {"mlp": 128, "lstm": 32}
-
-
-def model(kind: str):
-    flux.seed(0)
-    if kind == "mlp":
-        return flux.Chain(flux.Affine(64, 128), flux.relu, flux.Affine(128, 128), flux.relu,
-                          flux.Affine(128, 10))
-    return flux.unroll(flux.LSTM(32, 64), 16, stateful=False)
-
-
-def batch(kind: str, seed: int):
-    rng = np.random.default_rng(seed)
-    if kind == "mlp":
-        x = rng.standard_normal((BATCH[kind], 64), dtype=np.float32)
-        return x, np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH[kind])]
-    return (rng.standard_normal((BATCH[kind], 16, 32), dtype=np.float32),
-            rng.standard_normal((BATCH[kind], 16, 64), dtype=np.float32))
-
-
-def loss_of(kind: str):
-    return flux.logitcrossentropy if kind == "mlp" else flux.mse
-
-
-def timed(compiled, kind: str, steps: int, warmup: int, seed: int) -> float:
-    """Seconds per training step of `compiled` over `steps` steps after `warmup`."""
-    pair = batch(kind, seed)
-    opt = flux.SGD(0.01)
-    flux.train(compiled, [pair] * warmup, loss=loss_of(kind), opt=opt, verbose=False)
-    start = time.perf_counter()
-    flux.train(compiled, [pair] * steps, loss=loss_of(kind), opt=opt, verbose=False)
-    return (time.perf_counter() - start) / steps
+from _data_parallel import BATCH, model, timed  # noqa: E402
 
 
 def exchange(strategy, shapes: list, steps: int, warmup: int) -> float:
