@@ -16,7 +16,8 @@ __all__ = ["UFUNCS", "OPERATORS", "EMITTERS", "WRITES_INTO", "ALIASING", "aliase
 
 # -- how each primitive is written in NumPy -------------------------------------------------------
 # An emitter takes the input expressions, the equation's attrs and the `out=` target (or None)
-# and returns an expression. Primitives missing here fall back to calling their `impl`.
+# and returns an expression, or None to decline. Primitives missing here, and those declined,
+# fall back to calling their `impl`.
 
 UFUNCS = {p for p in P.ELEMENTWISE if isinstance(p.impl, np.ufunc)}
 """Elementwise primitives implemented by a NumPy ufunc: written as a call of it, with out=."""
@@ -62,7 +63,28 @@ def _binary(name: str, symbol: str):
     return emit
 
 
+def _index_text(i) -> str | None:
+    if isinstance(i, slice):
+        parts = ["" if v is None else repr(int(v)) for v in (i.start, i.stop, i.step)]
+        return ":".join(parts[:2] if i.step is None else parts)
+    if i is None or i is Ellipsis:
+        return repr(i)
+    if isinstance(i, (int, np.integer)) and not isinstance(i, bool):
+        return repr(int(i))
+    return None
+
+
+def _getitem(ins, params, out):
+    """``x[0:256, :]``: a basic index written as Python's own (a view, no call); others
+    decline (None: the primitive's impl runs)."""
+    parts = [_index_text(i) for i in params["index"]]
+    if not parts or any(p is None for p in parts):
+        return None
+    return f"{ins[0]}[{', '.join(parts)}{',' if len(parts) == 1 else ''}]"
+
+
 EMITTERS = {
+    P.getitem_p: _getitem,
     P.logistic_p: _logistic,
     P.relu_p: lambda ins, p, out: f"np.maximum({ins[0]}, 0" + (f", out={out})" if out else ")"),
     P.where_p: lambda ins, p, out: f"np.where({ins[0]}, {ins[1]}, {ins[2]})",
