@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
+
+from flux.backends import ProcessGroup, free_ports
 
 __all__ = ["main", "launch", "free_port", "dmlc_settings"]
 
 GRACE = 15.0
 """Seconds the servers and the scheduler get to leave after the workers are done."""
 
+SERVE = ["-c", "import mxnet"]
+"""What the scheduler and the servers run: importing MXNet with that DMLC_ROLE serves."""
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return free_ports(1)[0]
 
 
 def dmlc_settings(port: int, workers: int, servers: int, host: str = "127.0.0.1") -> dict:
@@ -41,26 +41,6 @@ def dmlc_settings(port: int, workers: int, servers: int, host: str = "127.0.0.1"
     return {"DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(port),
             "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers),
             "DMLC_NODE_HOST": host, "PS_VERBOSE": "0"}
-
-
-def _start(role: str, command: list, settings: dict) -> subprocess.Popen:
-    env = {**os.environ, **settings, "DMLC_ROLE": role}
-    return subprocess.Popen(command, env=env, start_new_session=True)
-
-
-def _stop(processes) -> None:
-    """SIGKILL every process group still running, and reap them."""
-    for process in processes:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def launch(script: list, workers: int = 2, servers: int = 1, timeout: float = 600.0,
@@ -71,53 +51,28 @@ def launch(script: list, workers: int = 2, servers: int = 1, timeout: float = 60
     if workers < 1 or servers < 1:
         raise ValueError(f"launch: needs at least 1 worker and 1 server, given -n {workers} "
                          f"-s {servers}")
-    for attempt in range(tries):
-        port = free_port()
-        settings = dmlc_settings(port, workers, servers)
-        scheduler = _start("scheduler", [python, "-c", "import mxnet"], settings)
-        time.sleep(0.3)
-        if scheduler.poll() is not None and attempt + 1 < tries:
-            continue                    # the port was taken meanwhile: another one
-        break
-    processes = [scheduler]
-    try:
-        processes += [_start("server", [python, "-c", "import mxnet"], settings)
-                      for _ in range(servers)]
-        ranks = [_start("worker", [python, *script], settings) for _ in range(workers)]
-        processes += ranks
-        return _wait(processes, ranks, timeout, port, grace)
-    finally:
-        _stop(processes)
+    with ProcessGroup(sys.stderr, "flux_mxnet.launch") as group:
+        for attempt in range(tries):
+            port = free_port()
+            settings = dmlc_settings(port, workers, servers)
+            scheduler = group.start([python, *SERVE], _role("scheduler", settings))
+            time.sleep(0.3)
+            if scheduler.poll() is None or attempt + 1 == tries:
+                break                   # (else the port was taken meanwhile: another one)
+        helpers = [scheduler] + [group.start([python, *SERVE], _role("server", settings))
+                                 for _ in range(servers)]
+        ranks = [group.start([python, *script], _role("worker", settings))
+                 for _ in range(workers)]
+
+        def describe(process) -> str:
+            role = ("the scheduler" if process is scheduler else
+                    "a server" if process in helpers else "a worker")
+            return f"{role} (pid {process.pid}, scheduler port {port})"
+        return group.wait(ranks, timeout, helpers, grace, describe)
 
 
-def _wait(processes, ranks, timeout: float, port: int, grace: float) -> int:
-    """Wait for the workers: the first failing status, 124 after `timeout`, else 0 (the
-    servers and scheduler get `grace` seconds to leave after the workers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for process in ranks:
-            code = process.poll()
-            if code is not None and code != 0:
-                print(f"flux_mxnet.launch: a worker (pid {process.pid}) exited with status "
-                      f"{code}; stopping the others", file=sys.stderr)
-                return code
-        for process in processes[:len(processes) - len(ranks)]:
-            code = process.poll()
-            if code is not None and code != 0:
-                role = "the scheduler" if process is processes[0] else "a server"
-                print(f"flux_mxnet.launch: {role} (pid {process.pid}, scheduler port {port}) "
-                      f"exited with status {code}; stopping the others", file=sys.stderr)
-                return code
-        if all(process.poll() == 0 for process in ranks):
-            end = min(deadline, time.monotonic() + grace)
-            while time.monotonic() < end and any(p.poll() is None for p in processes):
-                time.sleep(0.05)
-            return 0
-        if time.monotonic() > deadline:
-            print(f"flux_mxnet.launch: not done after {timeout:g} s; stopping every process",
-                  file=sys.stderr)
-            return 124
-        time.sleep(0.05)
+def _role(role: str, settings: dict) -> dict:
+    return {**os.environ, **settings, "DMLC_ROLE": role}
 
 
 def main(argv=None) -> int:

@@ -17,30 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
+
+from flux.backends import ProcessGroup, free_ports
 
 __all__ = ["free_ports", "tf_configs", "launch", "main"]
 
 PORT_TAKEN = ("Address already in use", "Failed to add port", "address in use")
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports of `host` free now (bound to port 0, read, closed)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def tf_configs(ports: list[int], host: str = "127.0.0.1") -> list[str]:
@@ -50,82 +33,16 @@ def tf_configs(ports: list[int], host: str = "127.0.0.1") -> list[str]:
             for i in range(len(ports))]
 
 
-def _forward(stream, prefix: str, tail: list, out) -> None:
-    for line in iter(stream.readline, ""):
-        tail.append(line)
-        del tail[:-50]
-        out.write(prefix + line)
-        out.flush()
-    stream.close()
-
-
-def _kill(procs) -> None:
-    """End every worker still running, with its process group (TERM, then KILL)."""
-    for p in procs:
-        if p.poll() is None:
-            with _quiet():
-                os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 3
-    for p in procs:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with _quiet():
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
-class _quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, ProcessLookupError)
-
-
-def _status(code: int) -> int:
-    return 128 - code if code < 0 else code
-
-
 def _attempt(command, n, timeout, host, out) -> tuple[int, bool]:
     """One start of `n` workers: (status, whether a port was taken)."""
-    configs = tf_configs(free_ports(n, host), host)
-    procs, threads, tails = [], [], []
-    try:
-        for i, config in enumerate(configs):
-            env = dict(os.environ, TF_CONFIG=config)
-            p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-            tail: list = []
-            t = threading.Thread(target=_forward, args=(p.stdout, f"[worker {i}] ", tail, out),
-                                 daemon=True)
-            t.start()
-            procs.append(p), threads.append(t), tails.append(tail)
-        deadline = time.monotonic() + timeout
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                i = failed[0]
-                _kill(procs)
-                for t in threads:
-                    t.join(5)
-                taken = any(s in line for line in tails[i] for s in PORT_TAKEN)
-                out.write(f"flux_tf.launch: worker {i} exited with status "
-                          f"{_status(codes[i])}; stopped the others\n")
-                return _status(codes[i]), taken
-            if all(c == 0 for c in codes):
-                for t in threads:
-                    t.join(5)
-                return 0, False
-            if time.monotonic() > deadline:
-                running = [i for i, c in enumerate(codes) if c is None]
-                out.write(f"flux_tf.launch: timeout: workers {running} still running after "
-                          f"{timeout:g} s; killed them all\n")
-                return 124, False
-            time.sleep(0.05)
-    finally:
-        _kill(procs)
+    with ProcessGroup(out, "flux_tf.launch") as group:
+        workers = [group.start(command, dict(os.environ, TF_CONFIG=config), f"[worker {i}] ")
+                   for i, config in enumerate(tf_configs(free_ports(n, host), host))]
+        status = group.wait(workers, timeout,
+                            describe=lambda p: f"worker {workers.index(p)}")
+        taken = status != 0 and any(s in line for p in workers for line in group.tails[p]
+                                    for s in PORT_TAKEN)
+        return status, taken
 
 
 def launch(script_args: list[str], n: int, timeout: float = 600.0, host: str = "127.0.0.1",

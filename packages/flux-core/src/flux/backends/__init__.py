@@ -19,6 +19,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   marked, for MXNet's shape-generic Symbols and ONNX's dynamic batch) and `input_shape`;
 - small helpers: `parse_device`, `flat_positions`, `is_basic_index`, `strided`,
   `affine_adds` (where a graph computes ``x @ W + b``, for backends that fuse it);
+- data-parallel runs on one machine: `ProcessGroup` (start, wait for and stop a run's local
+  processes together, as the backends' launchers do), `free_ports`, `exit_status`;
 - the registry and the built-in NumPy backend (`NUMPY`).
 
 This module is also callable: ``flux.backends()`` lists the installed backends' names.
@@ -38,6 +40,7 @@ from flux.backends.mirror import Mirrored, OptimiserMirror, ParamMirror
 from flux.backends.mirrored import MirroredCompiled
 from flux.backends.numpy import NUMPY
 from flux.backends.patterns import affine_adds
+from flux.backends.processes import ProcessGroup, exit_status, free_ports
 from flux.backends.registry import (KNOWN_BACKENDS, REGISTRY, PluginError, PluginWarning,
                                     backends, compile, shorthand)
 from flux.backends.tracing import abstract_inputs, model_dtype, trace
@@ -59,7 +62,8 @@ __all__ = [
     "NUMPY", "FreeBatch", "free_batch", "input_shape", "affine_adds",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
-    "all_finite", "merge_matmuls", "lift_loops", "lift_loop",
+    "all_finite", "merge_matmuls", "lift_loops", "lift_loop", "ProcessGroup", "free_ports",
+    "exit_status",
 ]
 
 
