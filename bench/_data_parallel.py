@@ -1,5 +1,5 @@
 """What the data-parallel benchmarks (`distributed_tf.py`, `distributed_mxnet.py`) share: the
-two models, their batches and losses, and the timing of training steps.
+two models, their batches and losses, their options, and the timing of training steps.
 
 - ``mlp``: 64→128→128→10, softmax cross-entropy from logits, batch 128 per worker (the MLP
   of `tf_mlp.py` and `mxnet_mlp.py`);
@@ -7,6 +7,7 @@ two models, their batches and losses, and the timing of training steps.
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -35,6 +36,17 @@ def batch(kind: str, seed: int):
 
 def loss_of(kind: str):
     return flux.logitcrossentropy if kind == "mlp" else flux.mse
+
+
+def arguments(steps: int, warmup: int):
+    """The options both benchmarks take (``--out`` is the launcher's, for the workers)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--model", default="mlp", choices=["mlp", "lstm"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    return parser.parse_args()
 
 
 def timed(compiled, kind: str, steps: int, warmup: int, seed: int) -> float:

@@ -16,7 +16,6 @@ the single-process step and the bytes exchanged.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ import tempfile
 
 
 import flux
-from _data_parallel import BATCH, model, timed
+from _data_parallel import BATCH, arguments, model, timed
 
 
 def worker(args) -> None:
@@ -41,13 +40,7 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--model", default="mlp", choices=["mlp", "lstm"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = arguments(steps=200, warmup=20)
     if os.environ.get("DMLC_ROLE") == "worker":
         return worker(args)
     from flux_mxnet import launch

@@ -17,7 +17,6 @@ are the exchange's time per step against the single-process step, and the bytes 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 import flux  # noqa: E402
 import flux_tf  # noqa: E402
-from _data_parallel import BATCH, model, timed  # noqa: E402
+from _data_parallel import BATCH, arguments, model, timed  # noqa: E402
 
 
 def exchange(strategy, shapes: list, steps: int, warmup: int) -> float:
@@ -66,13 +65,7 @@ def worker(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--model", default="mlp", choices=["mlp", "lstm"])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = arguments(steps=100, warmup=10)
     if os.environ.get("TF_CONFIG"):
         return worker(args)
     from flux_tf import launch
