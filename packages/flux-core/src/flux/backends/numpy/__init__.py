@@ -38,8 +38,8 @@ products as one product over the whole sequence)."""
 MERGE_MATMULS = True
 """Whether graphs are planned after `merge_matmuls` (products sharing an operand as one
 product: an LSTM's four gates). On: with a loop's sequences in the workspace, the merged LSTM
-training step is 3–10% faster than the unmerged one and the GRU's 2–6% (bench/RESULTS.md);
-before, the concatenations' copies ate the gain."""
+training step takes 0.90–0.97 of the unmerged one's time and the GRU's 0.94–1.03
+(bench/RESULTS.md); before, the concatenations' copies ate the gain."""
 
 SMALL = 1024
 """Results with fewer elements are fresh arrays: for them NumPy's allocation (its cache of

@@ -49,10 +49,10 @@ def logistic_into(x, out):
 OPERATORS = {P.add_p: "+", P.sub_p: "-", P.mul_p: "*", P.div_p: "/", P.matmul_p: "@"}
 """Primitives written as Python's operator on arrays when they make a fresh result: ``a + b``
 is ``np.add(a, b)`` for arrays and NumPy scalars, reached through the array's C slot instead
-of a lookup of ``np.add`` and a call parsing its arguments (a compiled Affine on one point:
-about 1 µs less per call). With ``out=`` they stay ufunc calls. (`power` is left out: its
-operator special-cases exponents 0.5 and −1 as sqrt and reciprocal, which may round
-differently.)"""
+of a lookup of ``np.add`` and a call parsing its arguments: less work per call on the hot
+path of small models (bench/overhead.py). With ``out=`` they stay ufunc calls. (`power` is
+left out: its operator special-cases exponents 0.5 and −1 as sqrt and reciprocal, which may
+round differently.)"""
 
 
 def _binary(name: str, symbol: str):
