@@ -16,12 +16,13 @@ import doctest
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from flux.backends import free_ports
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "distributed.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```\s*$", re.S | re.M)
@@ -55,18 +56,6 @@ def sessions(engine: str) -> list:
             elif command is not None and line.strip():
                 command[1].append(line)
     return out
-
-
-def free_ports(n: int) -> list[str]:
-    """`n` distinct ports of 127.0.0.1 free now."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [str(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def shell(command: str, folder: Path, env: dict) -> str:
@@ -111,7 +100,7 @@ def test_the_page_runs(engine, tmp_path):
                PY=sys.executable, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
     for command, expected in sessions(engine):
-        env["FREE_PORT"], env["FREE_PORT_2"] = free_ports(2)
+        env["FREE_PORT"], env["FREE_PORT_2"] = map(str, free_ports(2))
         printed = shell(command, tmp_path, env).splitlines()
         missing = unmatched(expected, printed)
         assert not missing, (f"docs/distributed.md: `{command}` did not print\n"

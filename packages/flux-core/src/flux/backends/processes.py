@@ -58,7 +58,7 @@ class ProcessGroup:
         self.name = name
         self.processes: list[subprocess.Popen] = []
         self.tails: dict[subprocess.Popen, list[str]] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[subprocess.Popen, threading.Thread] = {}
 
     def start(self, command: list, env: dict, prefix: str | None = None) -> subprocess.Popen:
         """Start `command` with environment `env`; with a `prefix`, its output (stdout and
@@ -73,7 +73,7 @@ class ProcessGroup:
             thread = threading.Thread(target=self._forward, args=(process.stdout, prefix, tail),
                                       daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads[process] = thread
         return process
 
     def _forward(self, stream, prefix: str, tail: list) -> None:
@@ -96,7 +96,7 @@ class ProcessGroup:
             for process in [*workers, *helpers]:
                 code = process.poll()
                 if code not in (None, 0):
-                    self._join()
+                    self._join([process])       # (its last lines before the message)
                     self.out.write(f"{self.name}: {describe(process)} exited with status "
                                    f"{exit_status(code)}; stopping the others\n")
                     self.out.flush()
@@ -105,7 +105,7 @@ class ProcessGroup:
                 end = min(deadline, time.monotonic() + grace)
                 while time.monotonic() < end and any(p.poll() is None for p in helpers):
                     time.sleep(0.05)
-                self._join()
+                self._join(workers)
                 return 0
             if time.monotonic() > deadline:
                 running = [describe(p) for p in workers if p.poll() is None]
@@ -115,9 +115,12 @@ class ProcessGroup:
                 return TIMED_OUT
             time.sleep(0.05)
 
-    def _join(self) -> None:
-        for thread in self._threads:
-            thread.join(5)
+    def _join(self, processes) -> None:
+        """Wait (a bounded time) for the output of `processes`, which have exited, to be
+        passed through."""
+        for process in processes:
+            if process in self._threads:
+                self._threads[process].join(5)
 
     def stop(self) -> None:
         """End every process still running, with its session: SIGTERM, then SIGKILL after
