@@ -9,7 +9,8 @@ backend authors (flux-tf, flux-mxnet, flux-cupy and third parties use nothing el
   `vjp` (a graph's forward and gradients as one graph, as core's `flux.back` runs it);
   `merge_matmuls` (matmuls sharing an operand as one, for backends that gain from fewer,
   larger products); `lift_loops`/`lift_loop` (what a loop body computes without its carried
-  values, moved before the loop);
+  values, moved before the loop); `sum_after_loops` (a loop's accumulated step sums, such as
+  backpropagation through time's weight gradients, as one long product after the loop);
 - mirrors: `ParamMirror` and `OptimiserMirror`, a backend's copies of Params and optimiser
   state, kept current by version, and `MirroredCompiled`, the `Compiled` of a backend that
   keeps them (training steps and updates run on the backend between sync and hand-back);
@@ -51,6 +52,7 @@ from flux.ir.pytree import flatten, flatten_args, unflatten
 from flux.ir.source import user_facing
 from flux.transforms.autodiff import vjp
 from flux.transforms.loop_lift import lift_loop, lift_loops
+from flux.transforms.loop_sums import sum_after_loops
 from flux.transforms.matmuls import merge_matmuls
 
 __all__ = [
@@ -62,8 +64,8 @@ __all__ = [
     "NUMPY", "FreeBatch", "free_batch", "input_shape", "affine_adds",
     "backends", "compile", "shorthand", "compiled_of", "accumulate", "as_input_array",
     "KNOWN_BACKENDS", "REGISTRY", "PluginError", "PluginWarning", "vjp", "NonFiniteGradient",
-    "all_finite", "merge_matmuls", "lift_loops", "lift_loop", "ProcessGroup", "free_ports",
-    "exit_status",
+    "all_finite", "merge_matmuls", "lift_loops", "lift_loop", "sum_after_loops", "ProcessGroup",
+    "free_ports", "exit_status",
 ]
 
 

@@ -27,6 +27,7 @@ from flux.ir import primitives as P
 from flux.ir.graph import Graph, Literal, Var
 from flux.backends.numpy.emitters import EMITTERS, WRITES_INTO, aliases, elided, logistic_into
 from flux.transforms.loop_lift import lift_loops
+from flux.transforms.loop_sums import sum_after_loops
 from flux.transforms.matmuls import merge_matmuls
 
 __all__ = ["NumpyBackend", "NUMPY", "plan", "plan_source"]
@@ -40,6 +41,10 @@ MERGE_MATMULS = True
 product: an LSTM's four gates). On: with a loop's sequences in the workspace, the merged LSTM
 training step takes 0.90–0.97 of the unmerged one's time and the GRU's 0.94–1.03
 (bench/RESULTS.md); before, the concatenations' copies ate the gain."""
+
+SUM_AFTER_LOOPS = True
+"""Whether a loop's accumulated step sums (backpropagation through time's weight and bias
+gradients) are taken after the loop as one long product or sum (`sum_after_loops`)."""
 
 SMALL = 1024
 """Results with fewer elements are fresh arrays: for them NumPy's allocation (its cache of
@@ -372,7 +377,11 @@ class NumpyBackend(Backend):
             raise TypeError(f"the numpy backend takes no options, given {sorted(options)}")
         if LIFT_LOOPS:
             graph = lift_loops(graph)
-        return plan(merge_matmuls(graph) if MERGE_MATMULS else graph)
+        if MERGE_MATMULS:
+            graph = merge_matmuls(graph)
+        if SUM_AFTER_LOOPS:        # (after merging: one long product for the merged gates)
+            graph = sum_after_loops(graph)
+        return plan(graph)
 
 
 NUMPY = NumpyBackend()
