@@ -24,7 +24,7 @@ from flux.ir import primitives as P
 from flux.ir.graph import Aval, Eqn, Graph, Literal, Var
 from flux.ir.passes import dce, maybe_check
 
-__all__ = ["lift_loops", "lift_loop"]
+__all__ = ["lift_loops", "lift_loop", "time_first"]
 
 
 def lift_loops(graph: Graph, regroup=None) -> Graph:
@@ -92,7 +92,7 @@ def lift_loop(eqn: Eqn, regroup=None) -> tuple[list, list] | None:
     eqns: list = []
     for var, x, axis in zip(body.inputs[k + m:], eqn.inputs[k + m:], a["x_axes"]):
         if id(var) in {id(i) for e in lifted for i in e.inputs}:
-            stacked[id(var)] = _time_first(x, axis, eqns, eqn.source)
+            stacked[id(var)] = time_first(x, axis, eqns, eqn.source)
     for e in lifted:
         ins = [x if isinstance(x, Literal) else stacked[id(x)] if id(x) in stacked
                else outer[id(x)] for x in e.inputs]
@@ -122,7 +122,7 @@ def lift_loop(eqn: Eqn, regroup=None) -> tuple[list, list] | None:
     return eqns, [(v, c) for v, c in zip(body.consts, body.const_values) if id(v) in read]
 
 
-def _time_first(x, axis: int, eqns: list, source):
+def time_first(x, axis: int, eqns: list, source):
     """`x` (a loop's sequence, time along `axis`) with time as its first axis."""
     if not axis:
         return x

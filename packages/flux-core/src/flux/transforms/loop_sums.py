@@ -28,7 +28,7 @@ from collections import Counter
 from flux.ir import primitives as P
 from flux.ir.graph import Aval, Eqn, Graph, Var
 from flux.ir.passes import dce, maybe_check
-from flux.transforms.loop_lift import _time_first
+from flux.transforms.loop_lift import time_first
 
 __all__ = ["sum_after_loops", "sum_after_loop"]
 
@@ -131,7 +131,7 @@ def sum_after_loop(eqn: Eqn) -> list | None:
         if id(v) not in stacked:
             whole, axis, start = info.part_of.get(id(v), (None, 0, 0))
             if id(v) in steps:
-                stacked[id(v)] = _time_first(*steps[id(v)], before, eqn.source)
+                stacked[id(v)] = time_first(*steps[id(v)], before, eqn.source)
             elif whole is not None and id(whole) in stacked:      # a slice of one stacked
                 index = (slice(None),) * (axis + 1) + (slice(start, start + v.aval.shape[axis]),)
                 stacked[id(v)] = emit(P.getitem_p, [stacked[id(whole)]], index=index)
